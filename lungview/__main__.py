@@ -1,0 +1,3 @@
+from lungview.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""MetaImage (.mhd/.mha), NIfTI (.nii/.nii.gz) and NRRD (.nrrd/.nhdr) through SimpleITK."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from lungview.core import CtVolume, ScanError
+from lungview.io.hu import to_int16_hu
+
+ITK_SUFFIXES = (".mhd", ".mha", ".nii", ".nii.gz", ".nrrd", ".nhdr")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc)
+    # ITK messages look like "Exception thrown in SimpleITK ...: /path/file.cxx:123:\nsitk::ERROR: ..."
+    m = re.search(r"(?:ERROR|Error|error):\s*(.+)", text)
+    line = (m.group(1) if m else text).strip().splitlines()
+    return line[0] if line else type(exc).__name__
+
+
+def _check_detached_data(path: Path) -> None:
+    """A .mhd/.nhdr header without its data file is a common mistake: say so plainly."""
+    key = {".mhd": "ElementDataFile", ".nhdr": "data file"}.get(path.suffix.lower())
+    if key is None:
+        return
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise ScanError(path, f"cannot read ({exc.strerror})") from None
+    m = re.search(rf"^\s*{key}\s*[:=]\s*(.+?)\s*$", text, flags=re.MULTILINE | re.IGNORECASE)
+    if m is None:
+        raise ScanError(path, f"header has no '{key}' line")
+    name = m.group(1)
+    if name.upper() in ("LOCAL", "LIST") or name.split()[0].upper() in ("LIST",) or "%" in name:
+        return
+    if not (path.parent / name).exists():
+        raise ScanError(path, f"its data file {name!r} is missing")
+
+
+def read_itk(path: Path, progress=None) -> CtVolume:
+    if path.stat().st_size == 0:
+        raise ScanError(path, "empty file (0 bytes)")
+    _check_detached_data(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise ScanError(path, f"not a readable image ({_first_line(exc)})") from None
+    size = list(reader.GetSize())
+    dim = reader.GetDimension()
+    if reader.GetNumberOfComponents() != 1:
+        raise ScanError(path, f"{reader.GetNumberOfComponents()} components per voxel "
+                        "(colour or vector image), not a CT scan")
+    if dim == 2 or (dim == 3 and 1 in size):
+        raise ScanError(path, f"a 2D image (size {size}), not a volume")
+    if dim == 4 and size[3] != 1:
+        raise ScanError(path, f"4D data with {size[3]} volumes; LungView opens one 3D CT")
+    if dim not in (3, 4):
+        raise ScanError(path, f"{dim}D data; LungView opens 3D CT volumes")
+    if progress is not None:
+        progress(0, 2, "reading voxels")
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise ScanError(path, f"cannot read voxel data ({_first_line(exc)})") from None
+    if dim == 4:
+        image = image[:, :, :, 0]
+    values = sitk.GetArrayViewFromImage(image)
+    if not np.issubdtype(values.dtype, np.number):
+        raise ScanError(path, f"unsupported voxel type {values.dtype}")
+    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values[::4, ::4, ::4])):
+        raise ScanError(path, "voxel data holds NaN or infinite values")
+    hu, notes = to_int16_hu(values)
+    del values, image
+    if progress is not None:
+        progress(2, 2, "reading voxels")
+    spacing = reader.GetSpacing()[:3]
+    direction = np.array(reader.GetDirection(), dtype=np.float64)
+    direction = direction.reshape(dim, dim)[:3, :3]
+    if abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:
+        raise ScanError(path, "direction matrix is not orthonormal (sheared geometry)")
+    if min(spacing) <= 0:
+        raise ScanError(path, f"non-positive voxel spacing {tuple(spacing)}")
+    lo = int(hu.min())
+    if lo > -500:
+        notes.append(f"lowest value is {lo}, no air: the values may not be Hounsfield units")
+    return CtVolume(hu=hu, spacing_xyz=tuple(spacing), origin_xyz=tuple(reader.GetOrigin()[:3]),
+                    direction=direction, source=str(path), modality="CT" if lo <= -500 else "unknown",
+                    series_uid=path.name.split(".")[0] if path.suffix.lower() in (".mhd", ".mha") else "",
+                    files=1, warnings=notes)

@@ -1,0 +1,79 @@
+"""open_volume: one entry point for every scan format LungView reads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lungview.core import CtVolume, ScanError
+from lungview.io.dicom import choose_series, read_series
+from lungview.io.dicom_scan import list_files, read_header, scan_files
+from lungview.io.itk import ITK_SUFFIXES, read_itk
+from lungview.io.orient import standardize_orientation
+
+SUPPORTED_SUFFIXES = ITK_SUFFIXES + (".dcm", "(a DICOM folder)")
+
+
+def _has_itk_suffix(path: Path) -> bool:
+    return path.name.lower().endswith(ITK_SUFFIXES)
+
+
+def open_volume(path: str | os.PathLike, series: str | None = None, progress=None,
+                cancel=None) -> CtVolume:
+    """Read a scan into a CtVolume in the standard axial layout.
+
+    `path`: a folder (DICOM, searched recursively), one DICOM file (its whole series is read),
+    or a .mhd/.mha/.nii/.nii.gz/.nrrd/.nhdr file. `series`: a SeriesInstanceUID (or unique
+    prefix) when a folder holds several. `progress(done, total, message)` and `cancel`
+    (a threading.Event) are optional. Raises ScanError with a one-line message.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ScanError(path, "no such file or folder")
+    if path.is_dir():
+        vol = _open_folder(path, series, progress, cancel)
+    elif _has_itk_suffix(path):
+        vol = read_itk(path, progress)
+    else:
+        vol = _open_dicom_file(path, series, progress, cancel)
+    return standardize_orientation(vol)
+
+
+def _open_folder(path: Path, series, progress, cancel) -> CtVolume:
+    try:
+        files = list_files(path)
+    except OSError as exc:
+        raise ScanError(path, f"cannot list folder ({exc.strerror})") from None
+    volumes = [f for f in files if _has_itk_suffix(Path(f)) and not f.lower().endswith(".raw")]
+    dicom_candidates = [f for f in files if not _has_itk_suffix(Path(f))]
+    report = scan_files(dicom_candidates, progress)
+    if not report.series and len(volumes) == 1:
+        return read_itk(Path(volumes[0]), progress)
+    if not report.series and len(volumes) > 1:
+        names = ", ".join(Path(v).name for v in volumes[:6])
+        raise ScanError(path, f"no DICOM images, but several volume files; open one of: {names}")
+    chosen = choose_series(report, path, series)
+    return read_series(chosen, path, report, progress, cancel)
+
+
+def _open_dicom_file(path: Path, series, progress, cancel) -> CtVolume:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ScanError(path, f"cannot read ({exc.strerror})") from None
+    if size == 0:
+        raise ScanError(path, "empty file (0 bytes)")
+    header = read_header(str(path))
+    if header is None:
+        raise ScanError(path, "not a DICOM file, nor a supported volume "
+                        "(.mhd .mha .nii .nii.gz .nrrd .nhdr)")
+    if header == "no-pixels":
+        raise ScanError(path, "DICOM object without image data (not a CT slice)")
+    siblings = [f for f in list_files(path.parent) if os.path.dirname(f) == str(path.parent)]
+    report = scan_files(siblings, progress)
+    chosen = next((s for s in report.series if s.key == header.group_key), None)  # type: ignore[union-attr]
+    if chosen is None:  # pragma: no cover - the file itself is in the folder
+        raise ScanError(path, "could not find its series in the folder")
+    if series is not None and chosen.uid and not chosen.uid.startswith(series):
+        raise ScanError(path, f"file belongs to series {chosen.uid}, not {series}")
+    return read_series(chosen, path, report, progress, cancel)
