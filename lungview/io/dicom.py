@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from pydicom.pixels import pixel_array
+import pydicom
 
 from lungview.core import CtVolume, ScanError, SeriesSummary
 from lungview.io.dicom_scan import DicomSeries, ScanReport, SliceHeader
@@ -123,7 +123,8 @@ def read_stored_pixels(h: SliceHeader) -> np.ndarray:
             return stored
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return pixel_array(h.path)
+            # dcmread first: it inflates deflated files, which pixel_array(path) cannot read.
+            return pydicom.dcmread(h.path).pixel_array
     except ScanError:
         raise
     except Exception as exc:  # noqa: BLE001 - every decoder failure becomes one clear line

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 
 # Uncompressed little-endian transfer syntaxes whose pixels can be read straight from the file.
@@ -139,6 +140,28 @@ def _raw_pixel_location(fh, ds) -> tuple[int, str, int] | None:
     return fh.tell() - len(head) + start, "<i2" if signed else "<u2", bits_stored
 
 
+def _text(ds, keyword: str) -> str:
+    """A string-valued element (UI, DS, IS, CS, LO...) straight from its raw bytes: pydicom's
+    own conversion and validation cost more than the whole rest of the header read."""
+    tag = tag_for_keyword(keyword)
+    elem = ds.get_item(tag) if tag is not None else None
+    if elem is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1", "replace").strip(" \x00")
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _texts(ds, keyword: str) -> list[str]:
+    text = _text(ds, keyword)
+    return [t.strip() for t in text.split("\\")] if text else []
+
+
 def read_header(path: str) -> SliceHeader | None | str:
     """A SliceHeader, "no-pixels" for a DICOM object without an image, or None if not DICOM."""
     raw = None
@@ -164,32 +187,29 @@ def read_header(path: str) -> SliceHeader | None | str:
         limit = _stored_int(ds.get("PixelPaddingRangeLimit"), signed)
         padding = None if pad is None else (min(pad, limit if limit is not None else pad),
                                             max(pad, limit if limit is not None else pad))
-        spacing = _floats(ds.get("PixelSpacing"), 2)
-        inst = _number(ds.get("InstanceNumber"))
-        image_type = ds.get("ImageType") or ()
-        if isinstance(image_type, str):
-            image_type = (image_type,)
+        spacing = _floats(_texts(ds, "PixelSpacing"), 2)
+        inst = _number(_text(ds, "InstanceNumber"))
         return SliceHeader(
             path=path,
-            series_uid=str(ds.get("SeriesInstanceUID", "") or "").strip(),
-            study_uid=str(ds.get("StudyInstanceUID", "") or "").strip(),
-            modality=str(ds.get("Modality", "") or "").strip().upper() or "unknown",
-            series_number=str(ds.get("SeriesNumber", "") or ""),
-            description=str(ds.get("SeriesDescription", "") or ""),
-            frame_of_reference=str(ds.get("FrameOfReferenceUID", "") or ""),
-            image_type=tuple(str(t) for t in image_type),
+            series_uid=_text(ds, "SeriesInstanceUID"),
+            study_uid=_text(ds, "StudyInstanceUID"),
+            modality=_text(ds, "Modality").upper() or "unknown",
+            series_number=_text(ds, "SeriesNumber"),
+            description=_text(ds, "SeriesDescription"),
+            frame_of_reference=_text(ds, "FrameOfReferenceUID"),
+            image_type=tuple(_texts(ds, "ImageType")),
             instance_number=None if inst is None else int(inst),
             rows=int(ds.get("Rows", 0) or 0),
             cols=int(ds.get("Columns", 0) or 0),
-            position=_floats(ds.get("ImagePositionPatient"), 3),
-            orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+            position=_floats(_texts(ds, "ImagePositionPatient"), 3),
+            orientation=_floats(_texts(ds, "ImageOrientationPatient"), 6),
             pixel_spacing=None if spacing is None else (float(spacing[0]), float(spacing[1])),
-            slice_thickness=_number(ds.get("SliceThickness")),
-            slope=_number(ds.get("RescaleSlope"), 1.0) or 1.0,
-            intercept=_number(ds.get("RescaleIntercept"), 0.0),
+            slice_thickness=_number(_text(ds, "SliceThickness")),
+            slope=_number(_text(ds, "RescaleSlope"), 1.0) or 1.0,
+            intercept=_number(_text(ds, "RescaleIntercept"), 0.0),
             padding=padding,
             samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
-            frames=int(_number(ds.get("NumberOfFrames"), 1) or 1),
+            frames=int(_number(_text(ds, "NumberOfFrames"), 1) or 1),
             raw_pixels=raw,
         )
     except Exception:  # noqa: BLE001 - a header with values of the wrong type

@@ -20,29 +20,38 @@ class HuConverter:
 
     def convert(self, stored: np.ndarray, slope: float, intercept: float,
                 padding: tuple[int, int] | None, out: np.ndarray) -> np.ndarray:
+        """HU = stored * slope + intercept into `out` (int16); padding and values far below
+        air become air."""
+        pad_mask = None
         if padding is not None:
             pad_mask = (stored >= padding[0]) & (stored <= padding[1])
-        else:
-            pad_mask = None
-        if slope == 1.0 and float(intercept).is_integer():
-            hu = stored.astype(np.int32)
-            hu += int(intercept)
+        lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
+        if (slope == 1.0 and float(intercept).is_integer() and stored.dtype.kind in "iu"
+                and INT16_MIN <= lo + intercept and hi + intercept <= INT16_MAX):
+            out[...] = stored  # the common case: integer arithmetic in place, no temporaries
+            if intercept:
+                out += np.int16(intercept)
         else:
             hu = stored.astype(np.float32)
-            hu *= np.float32(slope)
+            if slope != 1.0:
+                hu *= np.float32(slope)
             hu += np.float32(intercept)
             np.rint(hu, out=hu)
-        low = hu < PADDING_BELOW_HU
+            outside = (hu > INT16_MAX) | (hu < INT16_MIN)
+            self.clipped += int(np.count_nonzero(outside))
+            np.clip(hu, INT16_MIN, INT16_MAX, out=hu)
+            out[...] = hu
+        low = out < PADDING_BELOW_HU
         if pad_mask is not None:
             low |= pad_mask
         n_low = int(np.count_nonzero(low))
         if n_low:
-            hu[low] = AIR_HU
+            # out -= (out - AIR) * low: branch-free, several times faster than putmask on
+            # scattered masks; (out - AIR) may wrap only where `low` is 0.
+            delta = out - np.int16(AIR_HU)
+            delta *= low
+            out -= delta
             self.padded += n_low
-        if hu.max(initial=0) > INT16_MAX or hu.min(initial=0) < INT16_MIN:
-            self.clipped += int(np.count_nonzero((hu > INT16_MAX) | (hu < INT16_MIN)))
-            np.clip(hu, INT16_MIN, INT16_MAX, out=hu)
-        out[...] = hu
         return out
 
     def notes(self, total: int) -> list[str]:
@@ -59,8 +68,7 @@ def to_int16_hu(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """A whole array of HU (any dtype) -> int16 with padding mapped to air (MetaImage, NIfTI...)."""
     converter = HuConverter()
     out = np.empty(values.shape, dtype=np.int16)
-    flat_in = values.reshape(values.shape[0], -1) if values.ndim > 1 else values[None]
-    flat_out = out.reshape(flat_in.shape)
-    for k in range(flat_in.shape[0]):  # slice by slice keeps temporaries small
-        converter.convert(flat_in[k], 1.0, 0.0, None, out=flat_out[k])
+    step = 16  # slabs of slices keep the temporaries small
+    for k in range(0, values.shape[0], step):
+        converter.convert(values[k:k + step], 1.0, 0.0, None, out=out[k:k + step])
     return out, converter.notes(out.size)

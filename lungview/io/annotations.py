@@ -1,0 +1,58 @@
+"""LUNA16-style annotation CSV files (seriesuid, coordX, coordY, coordZ, diameter_mm, ...)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+
+from lungview.core import LungViewError
+from lungview.io.atomic import write_text_atomic
+
+LUNA_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    series_uid: str
+    center_xyz: tuple[float, float, float]
+    diameter_mm: float
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def read_annotations(path: str | os.PathLike) -> list[Annotation]:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise LungViewError(f"{path}: cannot read ({exc.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise LungViewError(f"{path}: not a CSV file ({exc})") from None
+    out = []
+    for n, row in enumerate(rows, start=2):
+        missing = [c for c in LUNA_COLUMNS[:4] if c not in row]
+        if missing:
+            raise LungViewError(f"{path}: missing column(s) {', '.join(missing)}")
+        try:
+            xyz = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
+            diameter = float(row.get("diameter_mm") or 0.0)
+        except (TypeError, ValueError):
+            raise LungViewError(f"{path}: line {n} has a non-numeric coordinate") from None
+        extra = {k: v for k, v in row.items() if k not in LUNA_COLUMNS}
+        out.append(Annotation(row["seriesuid"], xyz, diameter, extra))
+    return out
+
+
+def write_annotations(path: str | os.PathLike, annotations: list[Annotation]) -> None:
+    """Written atomically; extra fields become extra columns after LUNA16's five."""
+    extra_cols: list[str] = []
+    for a in annotations:
+        extra_cols += [k for k in a.extra if k not in extra_cols]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(list(LUNA_COLUMNS) + extra_cols)
+    for a in annotations:
+        writer.writerow([a.series_uid, *(f"{c:.4f}" for c in a.center_xyz), f"{a.diameter_mm:.3f}",
+                         *(a.extra.get(k, "") for k in extra_cols)])
+    write_text_atomic(path, buf.getvalue())
