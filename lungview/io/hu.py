@@ -17,6 +17,14 @@ class HuConverter:
     def __init__(self) -> None:
         self.padded = 0
         self.clipped = 0
+        self._scratch: dict = {}
+
+    def _buffer(self, name: str, shape, dtype) -> np.ndarray:
+        """Scratch arrays reused from slice to slice: fresh ones of this size cost page faults."""
+        buf = self._scratch.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._scratch[name] = np.empty(shape, dtype=dtype)
+        return buf
 
     def convert(self, stored: np.ndarray, slope: float, intercept: float,
                 padding: tuple[int, int] | None, out: np.ndarray) -> np.ndarray:
@@ -25,10 +33,14 @@ class HuConverter:
         pad_mask = None
         if padding is not None:
             pad_mask = (stored >= padding[0]) & (stored <= padding[1])
-        lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
-        if (slope == 1.0 and float(intercept).is_integer() and stored.dtype.kind in "iu"
-                and INT16_MIN <= lo + intercept and hi + intercept <= INT16_MAX):
-            out[...] = stored  # the common case: integer arithmetic in place, no temporaries
+        integer = slope == 1.0 and float(intercept).is_integer() and stored.dtype.kind in "iu"
+        if integer and not (stored.dtype == np.int16 and intercept == 0):
+            lo, hi = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
+            integer = INT16_MIN <= lo + intercept and hi + intercept <= INT16_MAX
+        if integer:
+            # the common case: integer arithmetic in place, no temporaries
+            if stored.ctypes.data != out.ctypes.data:
+                out[...] = stored
             if intercept:
                 out += np.int16(intercept)
         else:
@@ -41,14 +53,14 @@ class HuConverter:
             self.clipped += int(np.count_nonzero(outside))
             np.clip(hu, INT16_MIN, INT16_MAX, out=hu)
             out[...] = hu
-        low = out < PADDING_BELOW_HU
+        low = np.less(out, PADDING_BELOW_HU, out=self._buffer("low", out.shape, bool))
         if pad_mask is not None:
             low |= pad_mask
         n_low = int(np.count_nonzero(low))
         if n_low:
             # out -= (out - AIR) * low: branch-free, several times faster than putmask on
             # scattered masks; (out - AIR) may wrap only where `low` is 0.
-            delta = out - np.int16(AIR_HU)
+            delta = np.subtract(out, np.int16(AIR_HU), out=self._buffer("delta", out.shape, np.int16))
             delta *= low
             out -= delta
             self.padded += n_low

@@ -9,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lungview.core import CtVolume, ScanError
-from lungview.io.hu import to_int16_hu
+from lungview.io.hu import HuConverter, to_int16_hu
 
 ITK_SUFFIXES = (".mhd", ".mha", ".nii", ".nii.gz", ".nrrd", ".nhdr")
 
@@ -41,6 +41,85 @@ def _check_detached_data(path: Path) -> None:
         raise ScanError(path, f"its data file {name!r} is missing")
 
 
+_META_TYPES = {"MET_SHORT": "<i2", "MET_USHORT": "<u2"}
+
+
+def _metaimage_raw(path: Path, size: list[int]) -> tuple[Path, int, str] | None:
+    """Where the voxels of a plain (uncompressed, little-endian, 16-bit) MetaImage lie:
+    (data file, byte offset, dtype). None for anything else, which SimpleITK then reads."""
+    if path.suffix.lower() not in (".mhd", ".mha"):
+        return None
+    with open(path, "rb") as fh:
+        head = fh.read(64 * 1024)
+    fields, offset = {}, None
+    pos = 0
+    for line in head.splitlines(keepends=True):
+        pos += len(line)
+        key, _, value = line.decode("latin-1").partition("=")
+        key, value = key.strip(), value.strip()
+        fields[key] = value
+        if key == "ElementDataFile":
+            offset = pos
+            break
+    if offset is None or len(size) != 3:
+        return None
+    dtype = _META_TYPES.get(fields.get("ElementType", ""))
+    if (dtype is None or fields.get("CompressedData", "False").lower() == "true"
+            or fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "False")).lower() == "true"
+            or fields.get("ElementNumberOfChannels", "1") != "1"):
+        return None
+    name = fields["ElementDataFile"]
+    if name == "LOCAL":
+        data, start = path, offset
+    elif " " in name or name.upper() == "LIST" or "%" in name:
+        return None
+    else:
+        data, start = path.parent / name, 0
+    header_size = int(fields.get("HeaderSize", "0") or 0)
+    n_bytes = 2 * size[0] * size[1] * size[2]
+    if header_size == -1:
+        start = data.stat().st_size - n_bytes
+    else:
+        start += header_size
+    if data.stat().st_size < start + n_bytes:
+        raise ScanError(path, f"data file {data.name!r} is shorter than the header says")
+    return data, start, dtype
+
+
+def _read_metaimage_raw(data: Path, start: int, dtype: str, size: list[int]):
+    """Slice by slice straight into the int16 array, converting while the slice is in cache."""
+    nx, ny, nz = size
+    hu = np.empty((nz, ny, nx), dtype=np.int16)
+    converter = HuConverter()
+    with open(data, "rb") as fh:
+        fh.seek(start)
+        if dtype == "<i2":
+            for k in range(nz):
+                fh.readinto(memoryview(hu[k]).cast("B"))
+                converter.convert(hu[k], 1.0, 0.0, None, out=hu[k])
+        else:
+            buf = np.empty((ny, nx), dtype=np.uint16)
+            for k in range(nz):
+                fh.readinto(memoryview(buf).cast("B"))
+                converter.convert(buf, 1.0, 0.0, None, out=hu[k])
+    return hu, converter.notes(hu.size)
+
+
+def _read_with_simpleitk(path: Path, reader, dim: int):
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise ScanError(path, f"cannot read voxel data ({_first_line(exc)})") from None
+    if dim == 4:
+        image = image[:, :, :, 0]
+    values = sitk.GetArrayViewFromImage(image)
+    if not np.issubdtype(values.dtype, np.number):
+        raise ScanError(path, f"unsupported voxel type {values.dtype}")
+    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values[::4, ::4, ::4])):
+        raise ScanError(path, "voxel data holds NaN or infinite values")
+    return to_int16_hu(values)
+
+
 def read_itk(path: Path, progress=None) -> CtVolume:
     if path.stat().st_size == 0:
         raise ScanError(path, "empty file (0 bytes)")
@@ -64,19 +143,11 @@ def read_itk(path: Path, progress=None) -> CtVolume:
         raise ScanError(path, f"{dim}D data; LungView opens 3D CT volumes")
     if progress is not None:
         progress(0, 2, "reading voxels")
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise ScanError(path, f"cannot read voxel data ({_first_line(exc)})") from None
-    if dim == 4:
-        image = image[:, :, :, 0]
-    values = sitk.GetArrayViewFromImage(image)
-    if not np.issubdtype(values.dtype, np.number):
-        raise ScanError(path, f"unsupported voxel type {values.dtype}")
-    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values[::4, ::4, ::4])):
-        raise ScanError(path, "voxel data holds NaN or infinite values")
-    hu, notes = to_int16_hu(values)
-    del values, image
+    raw = _metaimage_raw(path, size) if dim == 3 else None
+    if raw is not None:
+        hu, notes = _read_metaimage_raw(*raw, size)
+    else:
+        hu, notes = _read_with_simpleitk(path, reader, dim)
     if progress is not None:
         progress(2, 2, "reading voxels")
     spacing = reader.GetSpacing()[:3]
