@@ -28,14 +28,14 @@ from lungview.io.write import write_dicom_series, write_volume
 from lungview.synthetic import make_phantom
 
 
-def sitk_dicom(folder: Path) -> np.ndarray:
+def sitk_dicom(folder: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
-    return sitk.GetArrayViewFromImage(reader.Execute())
+    return reader.Execute()  # voxels in memory; numpy can view them without a copy
 
 
-def sitk_file(path: Path) -> np.ndarray:
-    return sitk.GetArrayViewFromImage(sitk.ReadImage(str(path)))
+def sitk_file(path: Path) -> sitk.Image:
+    return sitk.ReadImage(str(path))
 
 
 def ours(path: Path) -> np.ndarray:
