@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from lungview.core import LungViewError
-from lungview.io.atomic import write_text_atomic
+from lungview.core.atomic import write_text_atomic
 
 LUNA_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
 

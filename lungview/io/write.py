@@ -15,7 +15,7 @@ from pydicom.uid import (CTImageStorage, DeflatedExplicitVRLittleEndian, Explici
 
 from lungview import __version__
 from lungview.core import CtVolume
-from lungview.io.atomic import atomic_path
+from lungview.core.atomic import atomic_path
 
 _SYNTAXES = {"explicit": ExplicitVRLittleEndian, "deflate": DeflatedExplicitVRLittleEndian,
              "rle": RLELossless, "jpeg2000": JPEG2000Lossless}

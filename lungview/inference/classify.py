@@ -1,0 +1,62 @@
+"""Classification of candidates with the book's LunaModel: 32x48x48 voxel crops (shifted to
+stay inside the volume at the edges, as the book does), HU clipped to [-1000, 1000]."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lungview.core import CtVolume
+from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
+from lungview.inference.device import DeviceInfo, autocast, is_out_of_memory
+
+CROP_IRC = (32, 48, 48)
+
+
+def crop(hu: np.ndarray, center_irc, size=CROP_IRC) -> np.ndarray:
+    """The book's getRawCandidate: a box of `size` around the rounded centre, moved inside the
+    volume where it would stick out; padded with air only when the volume is smaller."""
+    starts, pads = [], []
+    for axis, (c, width) in enumerate(zip(center_irc, size)):
+        extent = hu.shape[axis]
+        start = int(round(float(c) - width / 2))
+        start = max(0, min(start, extent - width))
+        starts.append(start)
+        pads.append(max(0, width - extent))
+    out = hu[tuple(slice(s, s + w) for s, w in zip(starts, size))]
+    if any(pads):
+        out = np.pad(out, [(0, p) for p in pads], constant_values=-1000)
+    return out
+
+
+def classify(vol: CtVolume, centers, model: torch.nn.Module, device: DeviceInfo,
+             batch_size: int = 64, progress: ProgressCallback = no_progress,
+             cancel: CancelToken | None = None, label: str = "classifying") -> np.ndarray:
+    """Probability of class 1 (nodule, or malignant) for each centre."""
+    centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
+    out = np.zeros(len(centers), dtype=np.float64)
+    model = model.to(device.device)
+    done = 0
+    progress(0, len(centers), label)
+    while done < len(centers):
+        part = centers[done:done + batch_size]
+        batch = np.stack([crop(vol.hu, c) for c in part]).astype(np.float32)
+        np.clip(batch, -1000.0, 1000.0, out=batch)
+        x = torch.from_numpy(batch)[:, None].to(device.device)
+        try:
+            with torch.inference_mode():
+                with autocast(device):
+                    _, probs = model(x)
+                p = probs[:, 1].float().cpu().numpy()
+        except RuntimeError as exc:
+            if device.device.type == "cuda" and is_out_of_memory(exc) and batch_size > 1:
+                torch.cuda.empty_cache()
+                batch_size = max(1, batch_size // 2)
+                continue
+            raise
+        out[done:done + len(part)] = p
+        done += len(part)
+        progress(done, len(centers), label)
+        if cancel is not None:
+            cancel.check()
+    return out

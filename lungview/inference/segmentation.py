@@ -1,0 +1,103 @@
+"""Segmentation over every lung slice, each slice cropped to its lung outline plus a margin
+wider than the U-Net's receptive field, so that the result inside the lungs is the same as on
+the whole slice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lungview.core import CtVolume
+from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
+from lungview.inference.device import DeviceInfo, autocast, is_out_of_memory
+from lungview.inference.lungmask import LungMask
+
+CONTEXT = 3
+MARGIN_PX = 32  # > the receptive-field radius of the depth-3 U-Net (about 22 px at this depth)
+SHAPE_STEP = 32  # crop sizes rounded up to limit the number of distinct kernel shapes
+
+
+@dataclass
+class Segmentation:
+    prob: np.ndarray  # uint8, probability * 255, full volume shape; 0 where not run
+    slices_run: int
+    pixels_run: int
+
+
+def _crop_bounds(mask: LungMask | None, k: int, shape, multiple: int):
+    _, rows, cols = shape
+    box = None if mask is None else mask.slice_bbox(k)
+    if mask is not None and box is None:
+        return None
+    if box is None:
+        return 0, rows, 0, cols
+    r0, r1, c0, c1 = box
+    bounds = []
+    for lo, hi, size in ((r0, r1, rows), (c0, c1, cols)):
+        lo = max(0, (lo - MARGIN_PX) // multiple * multiple)
+        want = -(-(hi + MARGIN_PX - lo) // SHAPE_STEP) * SHAPE_STEP
+        hi = min(size, lo + want)
+        lo = max(0, min(lo, (hi - want) // multiple * multiple))
+        bounds += [lo, hi]
+    return tuple(bounds)
+
+
+def _input(hu: np.ndarray, k: int, box, multiple: int) -> torch.Tensor:
+    """(7, H, W) float32: slice k and its neighbours (clamped at the ends), HU clipped to
+    [-1000, 1000], zero-padded up to a multiple of the U-Net's down-sampling."""
+    r0, r1, c0, c1 = box
+    idx = np.clip(np.arange(k - CONTEXT, k + CONTEXT + 1), 0, hu.shape[0] - 1)
+    slab = hu[idx, r0:r1, c0:c1].astype(np.float32)
+    np.clip(slab, -1000.0, 1000.0, out=slab)
+    h, w = slab.shape[1:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        slab = np.pad(slab, ((0, 0), (0, ph), (0, pw)))
+    return torch.from_numpy(slab)
+
+
+def segment(vol: CtVolume, model: torch.nn.Module, device: DeviceInfo, mask: LungMask | None = None,
+            batch_size: int = 1, progress: ProgressCallback = no_progress,
+            cancel: CancelToken | None = None) -> Segmentation:
+    """Run the segmentation model on every slice that holds lung (every slice without a mask).
+    Slices of equal crop shape go through in batches of `batch_size` (1 is fastest on CPUs,
+    whose caches then hold a whole slice's activations)."""
+    multiple = getattr(model, "size_multiple", 4)
+    prob = np.zeros(vol.shape, dtype=np.uint8)
+    jobs = [(k, b) for k in range(vol.shape[0])
+            if (b := _crop_bounds(mask, k, vol.shape, multiple)) is not None]
+    model = model.to(device.device).to(memory_format=torch.channels_last)
+    pixels = 0
+    done = 0
+    progress(0, len(jobs), "segmenting")
+    while done < len(jobs):
+        group = [jobs[done]]
+        while (len(group) < batch_size and done + len(group) < len(jobs)
+               and jobs[done + len(group)][1] == group[0][1]):
+            group.append(jobs[done + len(group)])
+        box = group[0][1]
+        batch = torch.stack([_input(vol.hu, k, box, multiple) for k, _ in group])
+        batch = batch.to(device.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        try:
+            with torch.inference_mode():
+                with autocast(device):
+                    out = model(batch)
+                r0, r1, c0, c1 = box
+                values = (out[:, 0, : r1 - r0, : c1 - c0].float() * 255.0).round_()
+                values = values.to(torch.uint8).cpu().numpy()
+        except RuntimeError as exc:
+            if device.device.type == "cuda" and is_out_of_memory(exc) and batch_size > 1:
+                torch.cuda.empty_cache()
+                batch_size = max(1, batch_size // 2)
+                continue
+            raise
+        for (k, _), v in zip(group, values):
+            prob[k, r0:r1, c0:c1] = v
+        pixels += len(group) * (r1 - r0) * (c1 - c0)
+        done += len(group)
+        progress(done, len(jobs), "segmenting")
+        if cancel is not None:
+            cancel.check()
+    return Segmentation(prob=prob, slices_run=len(jobs), pixels_run=pixels)
