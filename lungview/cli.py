@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from lungview import __version__
 from lungview.core import CtVolume, LungViewError
 
-SUBCOMMANDS = ("info",)
+SUBCOMMANDS = ("info", "detect", "evaluate")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--debug", action="store_true", help="show tracebacks")
     info.set_defaults(func=_cmd_info)
+    from lungview.cli_detect import add_commands
+
+    add_commands(sub, _Parser)
     return parser
 
 

@@ -13,7 +13,7 @@ from lungview.core import CtVolume
 
 AIR_BELOW_HU = -400
 TARGET_MM = 2.5
-CLOSING_MM = 15.0  # closes notches up to about 30 mm: juxtapleural nodules
+CLOSING_MM = 15.0  # closes notches up to about 30 mm wide: juxtapleural nodules
 MIN_LUNG_ML = 25.0
 
 
@@ -86,13 +86,29 @@ def lung_mask(vol: CtVolume) -> LungMask:
     # The lungs: the largest components and any other at least a tenth of the largest.
     keep = keep[sizes[keep] >= 0.1 * sizes[keep].max()]
     mask = np.isin(labels, keep)
-    # Close the outline in-plane (juxtapleural nodules), then fill holes (vessels, nodules).
-    radius = max(1, int(round(CLOSING_MM / (min(sx, sy) * step))))
-    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
-    disk = (yy**2 + xx**2 <= radius**2)[None]
-    padded = np.pad(mask, ((0, 0), (radius, radius), (radius, radius)))
-    closed = ndimage.binary_closing(padded, structure=disk)[:, radius:-radius, radius:-radius]
+    closed = _close_3d(mask, (sz, sy * step, sx * step)) | mask
     filled = np.empty_like(closed)
     for k in range(closed.shape[0]):
         filled[k] = ndimage.binary_fill_holes(closed[k])
     return LungMask(filled, step, vol.shape)
+
+
+def _close_3d(mask: np.ndarray, sampling) -> np.ndarray:
+    """Closing with a ball of CLOSING_MM (juxtapleural nodules notch the lung from the chest
+    wall or from the diaphragm), by distance transforms on a grid of about 5 mm (max-pooled, so
+    generous by at most one coarse voxel), then brought back to the mask's grid."""
+    factors = [max(1, int(round(5.0 / s))) for s in sampling]
+    shape = [-(-n // f) * f for n, f in zip(mask.shape, factors)]
+    grown = np.zeros(shape, dtype=bool)
+    grown[: mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask
+    coarse = grown.reshape(shape[0] // factors[0], factors[0], shape[1] // factors[1], factors[1],
+                           shape[2] // factors[2], factors[2]).any(axis=(1, 3, 5))
+    coarse_sampling = tuple(s * f for s, f in zip(sampling, factors))
+    pad = int(np.ceil(CLOSING_MM / min(coarse_sampling))) + 1
+    padded = np.pad(coarse, pad)
+    dilated = ndimage.distance_transform_edt(~padded, sampling=coarse_sampling) <= CLOSING_MM
+    closed = ndimage.distance_transform_edt(dilated, sampling=coarse_sampling) > CLOSING_MM
+    closed = closed[pad:-pad, pad:-pad, pad:-pad]
+    for axis, f in enumerate(factors):
+        closed = np.repeat(closed, f, axis=axis)
+    return closed[: mask.shape[0], : mask.shape[1], : mask.shape[2]]

@@ -104,7 +104,7 @@ def _read(path: Path) -> dict:
         data = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Weights only load failed" in text:
+        if "Weights only load failed" in text and "GLOBAL" in text:
             raise CheckpointError(path, "refused: the file holds Python objects other than "
                                   "tensors (a checkpoint must be data, never code)") from None
         raise CheckpointError(path, "not a PyTorch checkpoint (unreadable pickle)") from None

@@ -1,0 +1,150 @@
+"""`lungview detect` and `lungview evaluate`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from lungview.core import LungViewError
+
+PHANTOM_UID_PREFIX = "1.2.826.0.1.3680043.10.1416."
+
+
+def add_commands(sub, parser_class) -> None:
+    det = sub.add_parser("detect", help="find nodules in one or more scans")
+    det.add_argument("paths", nargs="+", metavar="PATH", help="scans (folders or files)")
+    det.add_argument("--seg-model", help="segmentation checkpoint (book .state or LungView .pt)")
+    det.add_argument("--cls-model", help="nodule classifier checkpoint")
+    det.add_argument("--mal-model", help="malignancy classifier checkpoint")
+    det.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    det.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                     help="auto: bf16 on GPUs and on CPUs with native bf16, else fp32")
+    det.add_argument("--threshold", type=float, default=0.5,
+                     help="list detections with p_nodule >= this (0 lists every candidate, for FROC)")
+    det.add_argument("--series", help="SeriesInstanceUID when a folder holds several")
+    det.add_argument("--out", help="write the detections to FILE.csv or FILE.json")
+    det.add_argument("--json", action="store_true", help="print one JSON object")
+    det.add_argument("--debug", action="store_true", help="show tracebacks")
+    det.set_defaults(func=cmd_detect)
+
+    ev = sub.add_parser("evaluate", help="score detections against annotations (LUNA16 and book rules)")
+    ev.add_argument("detections", help="detect's .csv or .json")
+    ev.add_argument("annotations", help="LUNA16-style annotations.csv (optional 'malignant' column)")
+    ev.add_argument("--threshold", type=float, default=0.5)
+    ev.add_argument("--scans", type=int, help="number of scans (default: those in the detections)")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--debug", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
+
+
+def _models(args):
+    from lungview.models.registry import ModelCache, resolve_models
+
+    choices = resolve_models(args.seg_model, args.cls_model, args.mal_model)
+    cache = ModelCache()
+    loaded = {role: (cache.get(c.path, role) if c else None, c) for role, c in choices.items()}
+    return loaded
+
+
+def cmd_detect(args) -> int:
+    from tqdm import tqdm
+
+    from lungview.inference.device import resolve_device
+    from lungview.inference.pipeline import Pipeline
+    from lungview.io import open_volume
+
+    if not 0.0 <= args.threshold <= 1.0:
+        raise LungViewError(f"--threshold must lie in [0, 1], not {args.threshold}")
+    if args.out and not args.out.lower().endswith((".csv", ".json")):
+        raise LungViewError(f"{args.out}: --out must end in .csv or .json")
+    device = resolve_device(args.device, args.precision)
+    loaded = _models(args)
+    pipeline = Pipeline(loaded["segmentation"][0], loaded["nodule"][0], device,
+                        loaded["malignancy"][0])
+    model_info = {role: {"label": m.label, "origin": c.origin, "path": str(c.path)} if m else None
+                  for role, (m, c) in loaded.items()}
+    demo = any(c is not None and c.origin == "demo" for _, c in loaded.values())
+    scans, failed = [], 0
+    bar = tqdm(args.paths, desc="detect", unit="scan", file=sys.stderr, delay=1.0,
+               disable=len(args.paths) == 1 and args.json)
+    for path in bar:
+        try:
+            vol = open_volume(path, series=args.series)
+
+            def progress(done, total, message, _bar=bar):
+                _bar.set_postfix_str(f"{message} {done}/{total}", refresh=False)
+
+            result = pipeline.run(vol, progress)
+        except LungViewError as exc:
+            failed += 1
+            bar.write(f"lungview: error: {exc}", file=sys.stderr)
+            continue
+        notes = list(result.notes)
+        if demo and not vol.series_uid.startswith(PHANTOM_UID_PREFIX):
+            notes.append("demo models (trained on synthetic phantoms) ran on a real scan: the results are "
+                         "not meaningful; run scripts/fetch_book_models.py for the LUNA16-trained models")
+        scans.append({
+            "path": str(path), "series_uid": vol.series_uid, "device": device.name + (" bf16" if device.bf16 else ""),
+            "models": model_info, "candidates": result.candidates,
+            "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
+            "notes": notes,
+            "detections": [d.to_dict() for d in result.above(args.threshold)],
+        })
+    bar.close()
+    if args.out:
+        from lungview.detect_io import write_results
+
+        write_results(args.out, scans)
+    if args.json:
+        print(json.dumps({"scans": scans}, indent=2))
+    else:
+        _print_scans(scans, args.threshold)
+    return 2 if failed else 0
+
+
+def _print_scans(scans, threshold) -> None:
+    for scan in scans:
+        print(f"{scan['path']}  ({scan['series_uid'] or 'no series UID'})")
+        print(f"  device: {scan['device']}")
+        for role, m in scan["models"].items():
+            print(f"  {role:12} {m['label'] + ' [' + m['origin'] + ']' if m else 'size estimate'}")
+        t = scan["timings_s"]
+        print("  timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + f"; total {sum(t.values()):.2f} s")
+        for note in scan["notes"]:
+            print(f"  note: {note}")
+        dets = scan["detections"]
+        print(f"  {len(dets)} detection(s) with p_nodule >= {threshold:g} of {scan['candidates']} candidates")
+        if dets:
+            print(f"  {'x mm':>8} {'y mm':>8} {'z mm':>8} {'p_nod':>6} {'p_mal':>6} {'diam mm':>8}  size")
+        for d in dets:
+            x, y, z = d["center_xyz"]
+            print(f"  {x:8.1f} {y:8.1f} {z:8.1f} {d['p_nodule']:6.3f} {d['p_malignant']:6.3f} "
+                  f"{d['diameter_mm']:8.1f}  {d['size_category']}")
+
+
+def cmd_evaluate(args) -> int:
+    from lungview.detect_io import read_detections
+    from lungview.inference.evaluate import RULES, Truth, evaluate
+    from lungview.io.annotations import read_annotations
+
+    dets, scans = read_detections(args.detections)
+    truths = []
+    for a in read_annotations(args.annotations):
+        flag = a.extra.get("malignant")
+        malignant = None if flag in (None, "") else str(flag).strip().lower() in ("1", "true", "yes")
+        truths.append(Truth(a.series_uid, a.center_xyz, a.diameter_mm, malignant))
+    n_scans = args.scans or len(scans) or 1
+    results = [evaluate(dets, truths, n_scans, rule, args.threshold) for rule in RULES]
+    if args.json:
+        print(json.dumps({"evaluations": [r.to_dict() for r in results]}, indent=2))
+        return 0
+    for r in results:
+        print(f"rule {r.rule}: {r.true_positives}/{r.nodules} nodules found (sensitivity {r.sensitivity:.3f}), "
+              f"{r.false_positives} false positives ({r.fp_per_scan:.2f} per scan over {r.scans} scans) "
+              f"at p_nodule >= {r.threshold:g}")
+        print("  FROC: " + ", ".join(f"{k:g} FP/scan {v:.3f}" for k, v in r.froc.items()) + f"; CPM {r.cpm:.3f}")
+        cols = list(next(iter(r.confusion.values())))
+        print("  " + " " * 12 + "".join(f"{c:>16}" for c in cols))
+        for row, counts in r.confusion.items():
+            print(f"  {row:12}" + "".join(f"{counts[c]:>16}" for c in cols))
+    return 0

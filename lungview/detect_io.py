@@ -1,0 +1,70 @@
+"""Detection results on disk: the JSON of `lungview detect --json` and a LUNA16-style CSV
+(seriesuid, coordX, coordY, coordZ, probability, then LungView's fields), and reading them back."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+from lungview.core import LungViewError
+from lungview.core.atomic import write_text_atomic
+from lungview.inference.evaluate import ScoredDetection
+
+CSV_EXTRA = ("p_malignant", "malignancy_source", "diameter_mm", "volume_mm3", "size_category",
+             "index", "row", "col")
+
+
+def scans_to_csv(scans: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["seriesuid", "coordX", "coordY", "coordZ", "probability", *CSV_EXTRA])
+    for scan in scans:
+        for d in scan["detections"]:
+            x, y, z = d["center_xyz"]
+            i, r, c = d["center_irc"]
+            w.writerow([scan["series_uid"], x, y, z, d["p_nodule"], d["p_malignant"], d["malignancy_source"],
+                        d["diameter_mm"], d["volume_mm3"], d["size_category"], i, r, c])
+    return buf.getvalue()
+
+
+def write_results(path: str | os.PathLike, scans: list[dict]) -> None:
+    """.csv or .json by the suffix, written atomically."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        write_text_atomic(path, scans_to_csv(scans))
+    elif path.suffix.lower() == ".json":
+        write_text_atomic(path, json.dumps({"scans": scans}, indent=2) + "\n")
+    else:
+        raise LungViewError(f"{path}: --out must end in .csv or .json")
+
+
+def read_detections(path: str | os.PathLike) -> tuple[list[ScoredDetection], set[str]]:
+    """Detections and the set of scans they cover (JSON lists scans without detections too)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LungViewError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise LungViewError(f"{path}: not a text file") from None
+    if path.suffix.lower() == ".json":
+        try:
+            scans = json.loads(text)["scans"]
+            dets = [ScoredDetection(s["series_uid"] or s["path"], tuple(d["center_xyz"]), float(d["p_nodule"]),
+                                    float(d.get("p_malignant", 0.0))) for s in scans for d in s["detections"]]
+            return dets, {s["series_uid"] or s["path"] for s in scans}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LungViewError(f"{path}: not a lungview detect JSON ({type(exc).__name__}: {exc})") from None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    need = ("seriesuid", "coordX", "coordY", "coordZ", "probability")
+    if rows and any(k not in rows[0] for k in need):
+        raise LungViewError(f"{path}: CSV needs the columns {', '.join(need)}")
+    try:
+        dets = [ScoredDetection(r["seriesuid"], (float(r["coordX"]), float(r["coordY"]), float(r["coordZ"])),
+                                float(r["probability"]), float(r.get("p_malignant") or 0.0)) for r in rows]
+    except ValueError as exc:
+        raise LungViewError(f"{path}: non-numeric value ({exc})") from None
+    return dets, {d.scan for d in dets}

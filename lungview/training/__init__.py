@@ -1,0 +1,1 @@
+"""Datasets from annotations, augmentation, training loops and the demo-model recipe."""

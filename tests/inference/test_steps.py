@@ -1,0 +1,150 @@
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from lungview.core import CtVolume
+from lungview.core.jobs import Cancelled, CancelToken
+from lungview.inference.candidates import erode6, find_candidates
+from lungview.inference.classify import crop
+from lungview.inference.device import resolve_device
+from lungview.inference.lungmask import lung_mask
+from lungview.inference.pipeline import Pipeline, size_malignancy
+from lungview.inference.segmentation import _input, segment
+from lungview.models.checkpoint import BOOK_KWARGS, LoadedModel, ModelCard
+from lungview.models.nets import LunaModel, UNetWrapper
+from lungview.synthetic import make_phantom
+
+CPU = resolve_device("cpu", "fp32")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(21, size=256, slices=80, pixel_mm=1.4, slice_mm=3.0, nodules=4)
+
+
+def test_lung_mask_matches_truth_and_keeps_juxtapleural_nodules(phantom):
+    mask = lung_mask(phantom.volume)
+    full = mask.full()
+    truth = phantom.lung_mask
+    dice = 2 * (full & truth).sum() / (full.sum() + truth.sum())
+    assert dice > 0.9
+    assert mask.contains_irc(np.array([n.center_irc for n in phantom.nodules])).all()
+    jp = make_phantom(4, size=256, slices=80, pixel_mm=1.4, slice_mm=3.0, nodules=4,
+                      kinds=("juxtapleural",), diameter_mm=(12, 20))
+    assert jp.nodules and lung_mask(jp.volume).contains_irc(np.array([n.center_irc for n in jp.nodules])).all()
+
+
+def test_no_lungs_means_empty_mask():
+    vol = CtVolume(hu=np.full((10, 64, 64), 40, np.int16), spacing_xyz=(1, 1, 1), origin_xyz=(0, 0, 0))
+    mask = lung_mask(vol)
+    assert not mask.small.any() and mask.bbox() is None
+
+
+def test_cropped_segmentation_equals_whole_slices_inside_the_lung(phantom):
+    torch.manual_seed(0)
+    net = UNetWrapper(**BOOK_KWARGS["UNetWrapper"]).eval()
+    with torch.no_grad():  # a random but non-trivial network: batch norm statistics of real scale
+        net.input_batchnorm.running_mean.fill_(-500.0)
+        net.input_batchnorm.running_var.fill_(400.0**2)
+    mask = lung_mask(phantom.volume)
+    seg = segment(phantom.volume, net, CPU, mask)
+    assert seg.pixels_run < 0.7 * seg.slices_run * 256 * 256  # cropping did save work
+    lung = mask.full()
+    with torch.no_grad():
+        for k in np.flatnonzero(lung.any(axis=(1, 2)))[::7]:
+            whole = net(_input(phantom.volume.hu, int(k), (0, 256, 0, 256), 4)[None])[0, 0].numpy()
+            got = seg.prob[k].astype(np.float64)
+            assert np.abs(np.rint(whole * 255) - got)[lung[k]].max() <= 1
+
+
+def test_erode6_equals_scipy():
+    rng = np.random.default_rng(1)
+    m = ndimage.binary_dilation(rng.random((20, 30, 40)) > 0.9, iterations=2)
+    np.testing.assert_array_equal(erode6(m), ndimage.binary_erosion(m, iterations=1))
+
+
+def test_candidates_hu_weighted_and_fragments_merged():
+    hu = np.full((40, 64, 64), -900, np.int16)
+    prob = np.zeros(hu.shape, np.uint8)
+    hu[10:15, 10:15, 10:15] = 100
+    prob[10:15, 10:15, 10:15] = 255
+    # One nodule split in two by a thin gap in the segmentation:
+    hu[25:32, 30:40, 30:40] = 50
+    prob[25:32, 30:34, 30:40] = 255
+    prob[25:32, 35:40, 30:40] = 255
+    vol = CtVolume(hu=hu, spacing_xyz=(1, 1, 1), origin_xyz=(0, 0, 0))
+    cands = sorted(find_candidates(vol, prob), key=lambda c: c.center_irc[0])
+    assert len(cands) == 2
+    np.testing.assert_allclose(cands[0].center_irc, [12, 12, 12], atol=1e-6)
+    assert abs(cands[1].center_irc[0] - 28.5) < 0.6
+    unmerged = find_candidates(vol, prob, merge_mm=-100)
+    assert len(unmerged) == 3
+
+
+def test_crop_is_shifted_inside_the_volume():
+    hu = np.arange(40 * 60 * 60, dtype=np.int32).reshape(40, 60, 60).astype(np.int16)
+    c = crop(hu, (1, 58, 30))
+    assert c.shape == (32, 48, 48)
+    assert c[0, 0, 0] == hu[0, 12, 6]
+    small = crop(np.zeros((20, 60, 60), np.int16), (10, 30, 30))
+    assert small.shape == (32, 48, 48) and small[-1, 0, 0] == -1000
+
+
+def test_size_malignancy_is_monotonic():
+    ps = [size_malignancy(d) for d in (4, 6, 10, 15, 20, 30)]
+    assert all(a < b for a, b in zip(ps, ps[1:]))
+    assert ps[1] < 0.1 and ps[-1] > 0.95
+
+
+def _tiny_pipeline():
+    torch.manual_seed(0)
+    seg = LoadedModel(UNetWrapper(**BOOK_KWARGS["UNetWrapper"]).eval(), ModelCard("s", "segmentation"), "-", "", "t")
+    cls = LoadedModel(LunaModel().eval(), ModelCard("c", "nodule"), "-", "", "t")
+    return Pipeline(seg, cls, CPU)
+
+
+def test_pipeline_reports_steps_progress_and_detections(phantom):
+    seen = []
+    result = _tiny_pipeline().run(phantom.volume, progress=lambda d, t, m: seen.append(m.split(":")[0]))
+    assert list(result.timings_s) == ["lung_mask", "segmentation", "grouping", "classification", "malignancy",
+                                      "measurement"]
+    assert {"segmentation", "classification"} <= set(seen)
+    assert result.device.startswith("CPU")
+    assert all(d.malignancy_source == "size estimate" for d in result.detections)
+    assert [d.p_nodule for d in result.detections] == sorted((d.p_nodule for d in result.detections), reverse=True)
+
+
+def test_cancel_mid_run_raises_and_returns_nothing(phantom):
+    token = CancelToken()
+    calls = []
+
+    def progress(done, total, message):
+        calls.append(message)
+        if message.startswith("segmentation") and done >= 3:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        _tiny_pipeline().run(phantom.volume, progress, token)
+    assert not any(m.startswith("classification") for m in calls)
+
+
+def test_device_errors():
+    from lungview.core import LungViewError
+
+    assert resolve_device("cpu").is_cpu
+    with pytest.raises(LungViewError, match="unknown device"):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(LungViewError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_pipeline_matches_cpu(phantom):
+    cpu = _tiny_pipeline().run(phantom.volume)
+    gpu_pipe = _tiny_pipeline()
+    gpu_pipe.device = resolve_device("cuda", "fp32")
+    gpu = gpu_pipe.run(phantom.volume)
+    assert len(gpu.detections) == len(cpu.detections)
