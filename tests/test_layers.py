@@ -18,6 +18,9 @@ print(','.join(bad))
     ("lungview.io", ("torch", "PySide6", "pyqtgraph")),
     ("lungview.synthetic", ("torch", "PySide6", "pyqtgraph")),
     ("lungview.cli", ("torch", "PySide6", "pyqtgraph")),
+    ("lungview.models", ("PySide6", "pyqtgraph", "SimpleITK", "pydicom")),
+    ("lungview.inference.pipeline", ("PySide6", "pyqtgraph")),
+    ("lungview.training.demo", ("PySide6", "pyqtgraph")),
 ])
 def test_layer_imports(module, forbidden):
     out = subprocess.run([sys.executable, "-c", CHECK.format(module=module, forbidden=set(forbidden))],

@@ -51,7 +51,7 @@ class Pipeline:
     device: DeviceInfo
     mal: LoadedModel | None = None
     use_lung_mask: bool = True
-    seg_batch: int = 1
+    seg_batch: int | None = None  # default: 1 on CPUs, 32 on GPUs
     cls_batch: int = 64
 
     def run(self, vol: CtVolume, progress: ProgressCallback = no_progress,

@@ -4,6 +4,8 @@ the whole slice."""
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,10 +15,32 @@ from lungview.core import CtVolume
 from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
 from lungview.inference.device import DeviceInfo, autocast, is_out_of_memory
 from lungview.inference.lungmask import LungMask
+from lungview.models.fused import FusedUNet
+from lungview.models.nets import UNetWrapper
 
 CONTEXT = 3
 MARGIN_PX = 32  # > the receptive-field radius of the depth-3 U-Net (about 22 px at this depth)
 SHAPE_STEP = 32  # crop sizes rounded up to limit the number of distinct kernel shapes
+
+
+_FUSED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def inference_net(model: torch.nn.Module, device: DeviceInfo) -> tuple[torch.nn.Module, torch.dtype | None]:
+    """The network to run and the input dtype it wants: the book's U-Net with its batch norms
+    folded (FusedUNet) and, for bf16, its weights in bf16 (no per-layer casts); any other
+    module as it is, under autocast. Cached per module and rebuilt when its weights change."""
+    if not isinstance(model, UNetWrapper) or model.training or model.unet.depth != 3:
+        return model.to(device.device).to(memory_format=torch.channels_last), None
+    version = sum(p._version for p in model.parameters()) + sum(b._version for b in model.buffers())
+    key = (version, str(device.device), device.bf16)
+    cached = _FUSED.get(model)
+    if cached is None or cached[0] != key:
+        dtype = torch.bfloat16 if device.bf16 else torch.float32
+        net = FusedUNet(model).eval().to(device.device, dtype).to(memory_format=torch.channels_last)
+        cached = (key, net, dtype)
+        _FUSED[model] = cached
+    return cached[1], cached[2]
 
 
 @dataclass
@@ -26,11 +50,13 @@ class Segmentation:
     pixels_run: int
 
 
-def _crop_bounds(mask: LungMask | None, k: int, shape, multiple: int):
+def _crop_bounds(mask: LungMask | None, k: int, shape, multiple: int, per_slice: bool = True):
     _, rows, cols = shape
     box = None if mask is None else mask.slice_bbox(k)
     if mask is not None and box is None:
         return None
+    if box is not None and not per_slice:  # one crop for every slice: large batches on GPUs
+        box = mask.bbox()[2:]
     if box is None:
         return 0, rows, 0, cols
     r0, r1, c0, c1 = box
@@ -59,16 +85,19 @@ def _input(hu: np.ndarray, k: int, box, multiple: int) -> torch.Tensor:
 
 
 def segment(vol: CtVolume, model: torch.nn.Module, device: DeviceInfo, mask: LungMask | None = None,
-            batch_size: int = 1, progress: ProgressCallback = no_progress,
+            batch_size: int | None = None, progress: ProgressCallback = no_progress,
             cancel: CancelToken | None = None) -> Segmentation:
     """Run the segmentation model on every slice that holds lung (every slice without a mask).
-    Slices of equal crop shape go through in batches of `batch_size` (1 is fastest on CPUs,
-    whose caches then hold a whole slice's activations)."""
+    On a CPU each slice gets its own crop and goes through alone (its activations then stay in
+    cache: the fastest way there); on a GPU all slices share the lungs' bounding box and go
+    through in batches of `batch_size` (default 32, halved on out-of-memory)."""
+    per_slice = device.device.type == "cpu"
+    batch_size = batch_size or (1 if per_slice else 32)
     multiple = getattr(model, "size_multiple", 4)
     prob = np.zeros(vol.shape, dtype=np.uint8)
     jobs = [(k, b) for k in range(vol.shape[0])
-            if (b := _crop_bounds(mask, k, vol.shape, multiple)) is not None]
-    model = model.to(device.device).to(memory_format=torch.channels_last)
+            if (b := _crop_bounds(mask, k, vol.shape, multiple, per_slice)) is not None]
+    net, dtype = inference_net(model, device)
     pixels = 0
     done = 0
     progress(0, len(jobs), "segmenting")
@@ -79,11 +108,12 @@ def segment(vol: CtVolume, model: torch.nn.Module, device: DeviceInfo, mask: Lun
             group.append(jobs[done + len(group)])
         box = group[0][1]
         batch = torch.stack([_input(vol.hu, k, box, multiple) for k, _ in group])
-        batch = batch.to(device.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        batch = batch.to(device.device, dtype or torch.float32, non_blocking=True)
+        batch = batch.contiguous(memory_format=torch.channels_last)
         try:
             with torch.inference_mode():
-                with autocast(device):
-                    out = model(batch)
+                with autocast(device) if dtype is None else contextlib.nullcontext():
+                    out = net(batch)
                 r0, r1, c0, c1 = box
                 values = (out[:, 0, : r1 - r0, : c1 - c0].float() * 255.0).round_()
                 values = values.to(torch.uint8).cpu().numpy()

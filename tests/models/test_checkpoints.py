@@ -145,3 +145,14 @@ def test_resolution_order_and_cache(tmp_path, monkeypatch):
     save_checkpoint(cls_path, LunaModel(), ModelCard("mine v2", "nodule"), {})
     b = cache.get(cls_path, "nodule")
     assert b is not a and b.card.name == "mine v2"
+
+
+def test_fused_unet_equals_the_book_network_away_from_the_border():
+    from lungview.models.fused import FusedUNet
+
+    m = load_checkpoint(book(SEG), "segmentation").module
+    fused = FusedUNet(m).eval()
+    x = torch.randn(2, 7, 128, 160) * 400 - 300
+    with torch.no_grad():
+        a, b = m(x), fused(x)
+    torch.testing.assert_close(b[..., 32:-32, 32:-32], a[..., 32:-32, 32:-32], atol=1e-5, rtol=1e-4)
