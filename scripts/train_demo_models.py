@@ -26,6 +26,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=demo_model_dir())
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="a few steps of each, to check the recipe runs")
+    ap.add_argument("--reuse-seg", type=Path, help="resume: the seg_demo.partial.pt an interrupted run saved")
     args = ap.parse_args()
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = resolve_device(args.device)
@@ -37,7 +38,7 @@ def main() -> int:
     t0 = time.perf_counter()
     with cli_progress("training") as progress:
         paths = train_demo_models(args.out, device, recipe, progress=progress,
-                                  log=lambda m: print(m, flush=True))
+                                  log=lambda m: print(m, flush=True), reuse_seg=args.reuse_seg)
     for role, path in paths.items():
         print(f"{role:12} {path}")
     print(f"done in {time.perf_counter() - t0:.0f} s")

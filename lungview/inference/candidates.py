@@ -14,6 +14,7 @@ from lungview.core import CtVolume
 from lungview.inference.lungmask import LungMask
 
 THRESHOLD = 0.5
+MIN_RESCUE_MM = 3.0  # smallest blob (equivalent diameter) kept when erosion deletes it whole
 
 
 @dataclass
@@ -56,7 +57,24 @@ def find_candidates(vol: CtVolume, prob: np.ndarray, mask: LungMask | None = Non
     box, hot = _box(prob, level)
     if box is None:
         return []
-    labels, n = ndimage.label(erode6(hot[box]))
+    hot = hot[box]
+    eroded = erode6(hot)
+    labels, n = ndimage.label(eroded)
+    # The book's 3D erosion deletes every blob thinner than three slices: with 2.5 mm slices, all
+    # nodules under about 7 mm. Blobs that vanish whole come back as candidates of their own
+    # when they are at least MIN_RESCUE_MM across; erosion still splits what touches.
+    raw, n_raw = ndimage.label(hot)
+    has_core = np.zeros(n_raw + 1, dtype=bool)
+    has_core[raw[eroded]] = True
+    sizes = np.bincount(raw.ravel(), minlength=n_raw + 1)
+    min_voxels = (np.pi / 6.0) * MIN_RESCUE_MM**3 / float(np.prod(vol.spacing_irc))
+    rescued = np.flatnonzero(~has_core & (sizes >= min_voxels))
+    rescued = rescued[rescued > 0]
+    if rescued.size:
+        lookup = np.zeros(n_raw + 1, dtype=labels.dtype)
+        lookup[rescued] = np.arange(n + 1, n + 1 + rescued.size)
+        labels = np.where(labels > 0, labels, lookup[raw])
+        n += rescued.size
     if n == 0:
         return []
     # Statistics over the foreground voxels only (scipy's per-label sums scan the whole box).

@@ -37,7 +37,8 @@ def classify(vol: CtVolume, centers, model: torch.nn.Module, device: DeviceInfo,
     """Probability of class 1 (nodule, or malignant) for each centre."""
     centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
     out = np.zeros(len(centers), dtype=np.float64)
-    model = model.to(device.device)
+    # channels-last-3d: twice as fast for these small 3D convolutions on CPUs (measured).
+    model = model.to(device.device, memory_format=torch.channels_last_3d)
     done = 0
     progress(0, len(centers), label)
     while done < len(centers):
@@ -45,6 +46,7 @@ def classify(vol: CtVolume, centers, model: torch.nn.Module, device: DeviceInfo,
         batch = np.stack([crop(vol.hu, c) for c in part]).astype(np.float32)
         np.clip(batch, -1000.0, 1000.0, out=batch)
         x = torch.from_numpy(batch)[:, None].to(device.device)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
         try:
             with torch.inference_mode():
                 # bf16 3D convolutions are slower than fp32 ones on CPUs (measured): GPUs only.

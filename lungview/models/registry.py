@@ -41,7 +41,8 @@ class ModelChoice:
 def _find(folder: Path, role: str) -> Path | None:
     if not folder.is_dir():
         return None
-    found = [p for p in folder.rglob(f"{PREFIX[role]}*") if p.suffix in SUFFIXES and p.is_file()]
+    found = [p for p in folder.rglob(f"{PREFIX[role]}*")
+             if p.suffix in SUFFIXES and p.is_file() and ".partial." not in p.name]
     return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name)) if found else None
 
 

@@ -18,7 +18,7 @@ from lungview.inference.evaluate import ScoredDetection, Truth, evaluate, malign
 from lungview.inference.lungmask import lung_mask
 from lungview.inference.pipeline import Pipeline
 from lungview.inference.segmentation import segment
-from lungview.models.checkpoint import BOOK_KWARGS, LoadedModel, ModelCard, save_checkpoint
+from lungview.models.checkpoint import BOOK_KWARGS, LoadedModel, ModelCard, load_checkpoint, save_checkpoint
 from lungview.models.nets import LunaModel, UNetWrapper
 from lungview.synthetic import Phantom, make_phantom
 from lungview.training.loops import train_classifier, train_segmentation
@@ -33,8 +33,8 @@ class Recipe:
     train_scans: int = 24
     eval_scans: int = 10
     seg_steps: int = 4000
-    cls_steps: int = 700
-    mal_steps: int = 400
+    cls_steps: int = 500
+    mal_steps: int = 300
     mine_scans: int = 12  # training scans whose candidates become hard negatives
 
 
@@ -145,18 +145,22 @@ def evaluate_models(seg: LoadedModel, cls: LoadedModel, mal: LoadedModel | None,
                 mal_labels.append(n.malignant)
         progress(i + 1, len(seeds), "evaluating on unseen phantoms")
     ev = evaluate(dets, truths, len(seeds), "luna16", 0.5)
-    return {"scans": len(seeds), "nodules": ev.nodules, "sensitivity@0.5": round(ev.sensitivity, 3),
-            "fp_per_scan@0.5": round(ev.fp_per_scan, 2), "froc": {str(k): round(v, 3) for k, v in ev.froc.items()},
-            "cpm": round(ev.cpm, 3), "malignancy_auc": None if malignancy_auc(mal_scores, mal_labels) is None
-            else round(malignancy_auc(mal_scores, mal_labels), 3)}
+    auc = malignancy_auc(mal_scores, mal_labels)
+    # plain floats: model cards are read back with torch.load(weights_only=True)
+    return {"scans": len(seeds), "nodules": ev.nodules, "sensitivity@0.5": round(float(ev.sensitivity), 3),
+            "fp_per_scan@0.5": round(float(ev.fp_per_scan), 2),
+            "froc": {str(k): round(float(v), 3) for k, v in ev.froc.items()},
+            "cpm": round(float(ev.cpm), 3), "malignancy_auc": None if auc is None else round(float(auc), 3)}
 
 
 def train_demo_models(out_dir: str | Path, device: DeviceInfo, recipe: Recipe | None = None,
-                      progress: ProgressCallback = no_progress, log=print) -> dict[str, Path]:
+                      progress: ProgressCallback = no_progress, log=print,
+                      reuse_seg: str | Path | None = None) -> dict[str, Path]:
+    """Each stage draws from its own random stream, so `reuse_seg` (the segmentation checkpoint
+    an interrupted run saved) resumes with the same result as a run from scratch."""
     recipe = recipe or Recipe()
     out_dir = Path(out_dir)
-    torch.manual_seed(recipe.seed)
-    rng = np.random.default_rng(recipe.seed)
+    rng = np.random.default_rng([recipe.seed, 1])
     t0 = time.perf_counter()
     phantoms = []
     for i in range(recipe.train_scans):
@@ -171,15 +175,27 @@ def train_demo_models(out_dir: str | Path, device: DeviceInfo, recipe: Recipe | 
                f"{recipe.seed * 1000 + recipe.train_scans - 1}; 0.62-0.78 mm pixels, 1.25-2.5 mm slices), "
                f"{n_nod} nodules of five kinds, {n_mal} malignant. NOT real CT.")
 
-    seg = UNetWrapper(**BOOK_KWARGS["UNetWrapper"])
-    train_segmentation(seg, data.seg_batch, recipe.seg_steps, device, progress=progress)
-    log(f"segmentation trained, {time.perf_counter() - t0:.0f} s")
+    if reuse_seg is not None:
+        seg = load_checkpoint(reuse_seg, "segmentation").module
+        log(f"segmentation reused from {reuse_seg}")
+    else:
+        torch.manual_seed(recipe.seed)
+        data.rng = np.random.default_rng([recipe.seed, 2])
+        seg = UNetWrapper(**BOOK_KWARGS["UNetWrapper"])
+        train_segmentation(seg, data.seg_batch, recipe.seg_steps, device, progress=progress)
+        save_checkpoint(out_dir / "seg_demo.partial.pt", seg, ModelCard("demo segmentation (unevaluated)",
+                        "segmentation", context_slices=3, trained_on_phantoms=True), BOOK_KWARGS["UNetWrapper"])
+        log(f"segmentation trained, {time.perf_counter() - t0:.0f} s")
     n_neg = mine_negatives(data, seg, device, recipe.mine_scans)
     log(f"{n_neg} hard negatives mined, {time.perf_counter() - t0:.0f} s")
 
+    torch.manual_seed(recipe.seed + 1)
+    data.rng = np.random.default_rng([recipe.seed, 3])
     cls = LunaModel(**BOOK_KWARGS["LunaModel"])
     train_classifier(cls, data.cls_batch, recipe.cls_steps, device, progress=progress, label="nodule")
     log(f"nodule classifier trained, {time.perf_counter() - t0:.0f} s")
+    torch.manual_seed(recipe.seed + 2)
+    data.rng = np.random.default_rng([recipe.seed, 4])
     mal = LunaModel(**BOOK_KWARGS["LunaModel"])
     mal.load_state_dict(cls.state_dict())  # as the book: start malignancy from the nodule model
     train_classifier(mal, data.mal_batch, recipe.mal_steps, device, lr=5e-4, progress=progress,
@@ -208,4 +224,5 @@ def train_demo_models(out_dir: str | Path, device: DeviceInfo, recipe: Recipe | 
         cards[role].metrics = dict(metrics, evaluated_on=f"phantom seeds {seeds[0]}..{seeds[-1]}")
         kwargs = BOOK_KWARGS[type(module).__name__]
         paths[role] = save_checkpoint(out_dir / name, module.cpu(), cards[role], kwargs)
+    (out_dir / "seg_demo.partial.pt").unlink(missing_ok=True)
     return paths

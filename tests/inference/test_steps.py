@@ -148,3 +148,10 @@ def test_cuda_pipeline_matches_cpu(phantom):
     gpu_pipe.device = resolve_device("cuda", "fp32")
     gpu = gpu_pipe.run(phantom.volume)
     assert len(gpu.detections) == len(cpu.detections)
+
+
+def test_deterministic_on_cpu(phantom):
+    a = _tiny_pipeline().run(phantom.volume)
+    b = _tiny_pipeline().run(phantom.volume)
+    assert a.detections == b.detections
+    np.testing.assert_array_equal(a.prob, b.prob)

@@ -1,0 +1,196 @@
+"""One slice plane (axial, coronal or sagittal) of the scan with crosshair, nodule markers and
+the segmentation overlay. Data coordinates are millimetres in the plane, so the aspect is right
+for any voxel spacing. Wheel: scroll slices (Ctrl+wheel: zoom); left click: move the cursor;
+left drag: pan; right drag: window/level."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import QGraphicsEllipseItem, QLabel
+
+from lungview.core.geometry import orientation_letters
+from lungview.gui.state import PLANES, ViewerState
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+
+OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "S": "I", "I": "S"}
+
+
+def malignancy_color(p: float) -> QColor:
+    """Green (benign) through yellow to red (malignant)."""
+    p = float(np.clip(p, 0.0, 1.0))
+    r = int(255 * min(1.0, 2 * p))
+    g = int(255 * min(1.0, 2 * (1 - p)))
+    return QColor(r, g, 40)
+
+
+def overlay_lut(opacity: float) -> np.ndarray:
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    lut[:, 0], lut[:, 1], lut[:, 2] = 0, 200, 255
+    lut[:, 3] = (np.linspace(0, 1, 256) ** 0.7 * 255 * opacity).astype(np.uint8)
+    lut[:32, 3] = 0
+    return lut
+
+
+class _PlaneBox(pg.ViewBox):
+    scrolled = Signal(int)
+    clicked = Signal(float, float)
+    window_drag = Signal(float, float, bool)  # dx, dy (pixels), finished
+
+    def wheelEvent(self, ev, axis=None):  # noqa: N802 - Qt naming
+        if ev.modifiers() & Qt.ControlModifier:
+            return super().wheelEvent(ev, axis)
+        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
+        self.scrolled.emit(1 if delta > 0 else -1)
+        ev.accept()
+
+    def mouseClickEvent(self, ev):  # noqa: N802
+        if ev.button() == Qt.LeftButton:
+            p = self.mapSceneToView(ev.scenePos())
+            self.clicked.emit(p.x(), p.y())
+            ev.accept()
+        else:
+            ev.ignore()
+
+    def mouseDragEvent(self, ev, axis=None):  # noqa: N802
+        if ev.button() == Qt.RightButton:
+            d = ev.screenPos() - ev.lastScreenPos()
+            self.window_drag.emit(d.x(), d.y(), ev.isFinish())
+            ev.accept()
+        else:
+            super().mouseDragEvent(ev, axis)
+
+
+class SliceView(pg.GraphicsLayoutWidget):
+    hovered = Signal(object)  # voxel (index, row, col) under the mouse, or None
+
+    def __init__(self, state: ViewerState, plane: str, parent=None):
+        super().__init__(parent)
+        assert plane in PLANES
+        self.state, self.plane = state, plane
+        self.setBackground("k")
+        self.box = _PlaneBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.ci.addItem(self.box)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.overlay = pg.ImageItem(axisOrder="row-major")
+        self.box.addItem(self.image)
+        self.box.addItem(self.overlay)
+        pen = pg.mkPen((255, 200, 0, 150), width=1)
+        self.hline = pg.InfiniteLine(angle=0, pen=pen, movable=False)
+        self.vline = pg.InfiniteLine(angle=90, pen=pen, movable=False)
+        self.box.addItem(self.hline, ignoreBounds=True)
+        self.box.addItem(self.vline, ignoreBounds=True)
+        self.markers: list[QGraphicsEllipseItem] = []
+        self.title = QLabel(plane, self)
+        self.title.setStyleSheet("color: #ddd; background: transparent; font-weight: bold;")
+        self.letters = {k: QLabel("", self) for k in ("left", "right", "top", "bottom")}
+        for lab in self.letters.values():
+            lab.setStyleSheet("color: #f0c000; background: transparent; font-weight: bold;")
+        self.box.scrolled.connect(lambda d: self.state.step(self.plane, d))
+        self.box.clicked.connect(self._clicked)
+        self.box.window_drag.connect(self._window_drag)
+        self.scene().sigMouseMoved.connect(self._mouse_moved)
+        state.volume_changed.connect(self._volume_changed)
+        state.cursor_changed.connect(self.refresh)
+        state.window_changed.connect(self._levels)
+        state.findings_changed.connect(self.refresh)
+        state.overlay_changed.connect(self.refresh)
+
+    # -- geometry --------------------------------------------------------------------
+    def _mm(self, row: float, col: float) -> tuple[float, float]:
+        sr, sc = self.state.plane_spacing(self.plane)
+        return col * sc, row * sr
+
+    def _volume_changed(self):
+        vol = self.state.volume
+        letters = orientation_letters(vol.direction)  # +col, +row, +index
+        right = {"axial": letters[0], "coronal": letters[0], "sagittal": letters[1]}[self.plane]
+        down = {"axial": letters[1], "coronal": OPPOSITE[letters[2]], "sagittal": OPPOSITE[letters[2]]}[self.plane]
+        for key, text in (("right", right), ("left", OPPOSITE[right]), ("bottom", down), ("top", OPPOSITE[down])):
+            self.letters[key].setText(text)
+        self.refresh()
+        self.box.autoRange(padding=0.02)
+
+    def resizeEvent(self, ev):  # noqa: N802
+        super().resizeEvent(ev)
+        w, h = self.width(), self.height()
+        self.title.move(6, 4)
+        self.letters["left"].move(6, h // 2 - 8)
+        self.letters["right"].move(w - 16, h // 2 - 8)
+        self.letters["top"].move(w // 2 - 4, 4)
+        self.letters["bottom"].move(w // 2 - 4, h - 22)
+
+    # -- drawing ---------------------------------------------------------------------
+    def _levels(self):
+        c, w = self.state.window
+        self.image.setLevels((c - w / 2, c + w / 2))
+
+    def refresh(self):
+        st = self.state
+        if st.volume is None:
+            return
+        img = st.plane_image(self.plane)
+        sr, sc = st.plane_spacing(self.plane)
+        rect = QRectF(0, 0, img.shape[1] * sc, img.shape[0] * sr)
+        c, w = st.window
+        self.image.setImage(img, autoLevels=False, levels=(c - w / 2, c + w / 2))
+        self.image.setRect(rect)
+        ov = st.plane_overlay(self.plane) if st.seg_visible else None
+        self.overlay.setVisible(ov is not None)
+        if ov is not None:
+            self.overlay.setImage(ov, autoLevels=False, levels=(0, 255), lut=overlay_lut(st.seg_opacity))
+            self.overlay.setRect(rect)
+        row, col = st.to_plane(self.plane, st.cursor)
+        x, y = self._mm(row + 0.5, col + 0.5)
+        self.hline.setPos(y)
+        self.vline.setPos(x)
+        axis = PLANES.index(self.plane)
+        self.title.setText(f"{self.plane}  {st.cursor[axis] + 1}/{st.volume.shape[axis]}")
+        self.title.adjustSize()
+        self._draw_markers()
+
+    def _draw_markers(self):
+        for m in self.markers:
+            self.box.removeItem(m)
+        self.markers = []
+        st = self.state
+        for d in st.visible():
+            radius = d.diameter_mm / 2
+            depth = st.depth_mm(self.plane, d.center_irc)
+            if depth >= radius:
+                continue
+            r = max(1.5, float(np.sqrt(radius**2 - depth**2))) + 2.0  # drawn just outside the nodule
+            row, col = st.to_plane(self.plane, d.center_irc)
+            x, y = self._mm(row + 0.5, col + 0.5)
+            item = QGraphicsEllipseItem(x - r, y - r, 2 * r, 2 * r)
+            pen = QPen(malignancy_color(d.p_malignant))
+            pen.setWidthF(2.0)
+            pen.setCosmetic(True)
+            item.setPen(pen)
+            item.setToolTip(f"p_nodule {d.p_nodule:.2f}, p_malignant {d.p_malignant:.2f}, {d.diameter_mm:.1f} mm")
+            self.box.addItem(item)
+            self.markers.append(item)
+
+    # -- interaction -----------------------------------------------------------------
+    def _to_voxel(self, x_mm: float, y_mm: float):
+        sr, sc = self.state.plane_spacing(self.plane)
+        return self.state.from_plane(self.plane, y_mm / sr - 0.5, x_mm / sc - 0.5)
+
+    def _clicked(self, x, y):
+        if self.state.volume is not None:
+            self.state.set_cursor(self._to_voxel(x, y))
+
+    def _window_drag(self, dx, dy, finished):
+        c, w = self.state.window
+        self.state.set_window(c - dy * 2.0, w + dx * 4.0)
+
+    def _mouse_moved(self, pos):
+        if self.state.volume is None:
+            return
+        p = self.box.mapSceneToView(pos)
+        irc = np.rint(self._to_voxel(p.x(), p.y())).astype(int)
+        inside = bool(np.all(irc >= 0) and np.all(irc < np.array(self.state.volume.shape)))
+        self.hovered.emit(irc if inside else None)

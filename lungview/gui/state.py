@@ -1,0 +1,144 @@
+"""The viewer's model: what is shown, where the cursor is, how it is windowed. Plain Python
+(napari's layer idea): widgets subscribe to its events; it knows nothing of Qt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from lungview.core import CtVolume
+from lungview.core.findings import Detection
+
+PLANES = ("axial", "coronal", "sagittal")
+PRESETS = {"lung": (-600.0, 1500.0), "mediastinum": (40.0, 400.0), "bone": (400.0, 1800.0)}
+
+
+class Event:
+    def __init__(self) -> None:
+        self._callbacks: list[Callable] = []
+
+    def connect(self, callback: Callable) -> None:
+        self._callbacks.append(callback)
+
+    def emit(self, *args) -> None:
+        for cb in list(self._callbacks):
+            cb(*args)
+
+
+@dataclass
+class Findings:
+    detections: list[Detection] = field(default_factory=list)
+    prob: np.ndarray | None = None  # uint8 segmentation probabilities * 255
+    lung_small: np.ndarray | None = None  # bool, reduced in-plane
+    lung_step: int = 1
+    models: dict = field(default_factory=dict)
+    device: str = ""
+    demo_on_real_scan: bool = False
+
+
+class ViewerState:
+    def __init__(self) -> None:
+        self.volume: CtVolume | None = None
+        self.cursor = np.zeros(3, dtype=int)  # (index, row, col)
+        self.window = PRESETS["lung"]
+        self.findings = Findings()
+        self.threshold = 0.5
+        self.seg_visible = False
+        self.seg_opacity = 0.4
+        self.volume_changed = Event()
+        self.cursor_changed = Event()
+        self.window_changed = Event()
+        self.findings_changed = Event()
+        self.overlay_changed = Event()
+
+    # -- volume and cursor -------------------------------------------------------------
+    def set_volume(self, vol: CtVolume) -> None:
+        self.volume = vol
+        self.findings = Findings()
+        self.cursor = np.array(vol.shape) // 2
+        self.volume_changed.emit()
+        self.findings_changed.emit()
+        self.cursor_changed.emit()
+
+    def set_cursor(self, irc) -> None:
+        if self.volume is None:
+            return
+        c = np.clip(np.rint(np.asarray(irc, float)).astype(int), 0, np.array(self.volume.shape) - 1)
+        if not np.array_equal(c, self.cursor):
+            self.cursor = c
+            self.cursor_changed.emit()
+
+    def step(self, plane: str, delta: int) -> None:
+        axis = PLANES.index(plane)
+        c = self.cursor.copy()
+        c[axis] += delta
+        self.set_cursor(c)
+
+    def set_window(self, center: float, width: float) -> None:
+        self.window = (float(center), max(1.0, float(width)))
+        self.window_changed.emit()
+
+    # -- findings ----------------------------------------------------------------------
+    def set_findings(self, findings: Findings) -> None:
+        self.findings = findings
+        self.findings_changed.emit()
+
+    def set_threshold(self, threshold: float) -> None:
+        self.threshold = float(threshold)
+        self.findings_changed.emit()
+
+    def visible(self) -> list[Detection]:
+        return [d for d in self.findings.detections if d.p_nodule >= self.threshold]
+
+    def set_overlay(self, visible: bool | None = None, opacity: float | None = None) -> None:
+        if visible is not None:
+            self.seg_visible = bool(visible)
+        if opacity is not None:
+            self.seg_opacity = float(np.clip(opacity, 0.0, 1.0))
+        self.overlay_changed.emit()
+
+    # -- geometry of the planes --------------------------------------------------------
+    def plane_image(self, plane: str) -> np.ndarray:
+        """The 2D HU image of a plane through the cursor, rows top to bottom as displayed:
+        axial (row, col); coronal and sagittal with the head up."""
+        hu = self.volume.hu
+        i, r, c = self.cursor
+        if plane == "axial":
+            return hu[i]
+        if plane == "coronal":
+            return hu[::-1, r, :]
+        return hu[::-1, :, c]
+
+    def plane_overlay(self, plane: str) -> np.ndarray | None:
+        prob = self.findings.prob
+        if prob is None:
+            return None
+        i, r, c = self.cursor
+        return prob[i] if plane == "axial" else prob[::-1, r, :] if plane == "coronal" else prob[::-1, :, c]
+
+    def plane_spacing(self, plane: str) -> tuple[float, float]:
+        """(mm per displayed row, mm per displayed column)."""
+        sx, sy, sz = self.volume.spacing_xyz
+        return {"axial": (sy, sx), "coronal": (sz, sx), "sagittal": (sz, sy)}[plane]
+
+    def to_plane(self, plane: str, irc) -> tuple[float, float]:
+        """Voxel (index, row, col) -> displayed (row, col) in the plane's image."""
+        i, r, c = irc
+        top = self.volume.shape[0] - 1
+        return {"axial": (r, c), "coronal": (top - i, c), "sagittal": (top - i, r)}[plane]
+
+    def from_plane(self, plane: str, row: float, col: float):
+        """Displayed (row, col) in a plane -> voxel (index, row, col) at the cursor's depth."""
+        i, r, c = self.cursor
+        top = self.volume.shape[0] - 1
+        return {"axial": (i, row, col), "coronal": (top - row, r, col), "sagittal": (top - row, col, c)}[plane]
+
+    def depth_mm(self, plane: str, irc) -> float:
+        """Distance in mm from a voxel position to the plane through the cursor."""
+        axis = PLANES.index(plane)
+        return abs(float(irc[axis]) - float(self.cursor[axis])) * self.volume.spacing_irc[axis]
+
+    def hu_at_cursor(self) -> int:
+        return int(self.volume.hu[tuple(self.cursor)])
