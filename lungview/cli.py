@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import traceback
+from pathlib import Path
 from contextlib import contextmanager
 
 from lungview import __version__
@@ -125,13 +126,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def viewer_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="lungview", description="Chest CT viewer and lung-nodule pipeline. "
+                f"Commands: {', '.join(SUBCOMMANDS)} (lungview COMMAND --help).")
+    p.add_argument("path", nargs="?", help="scan to open: DICOM folder or file, .mhd/.mha, .nii/.nii.gz, .nrrd")
+    p.add_argument("--demo", action="store_true", help="a synthetic phantom with the shipped demo models")
+    p.add_argument("--series", help="SeriesInstanceUID when a folder holds several")
+    p.add_argument("--seg-model")
+    p.add_argument("--cls-model")
+    p.add_argument("--mal-model")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--screenshot", metavar="FILE", help="save a PNG of the window once detection is done, exit")
+    return p
+
+
+def _viewer(argv) -> int:
+    try:
+        args = viewer_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.path and not Path(args.path).exists():
+        sys.stderr.write(f"lungview: error: {args.path}: no such file or folder\n")
+        return 2
+    from lungview.gui.app import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
-        sys.stderr.write("lungview: error: the viewer is not part of this version yet; "
-                         f"try 'lungview info {argv[0]}'\n")
-        return 2
+    if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        return _viewer(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (2), --help and --version (0)

@@ -116,6 +116,8 @@ class SliceView(pg.GraphicsLayoutWidget):
 
     def resizeEvent(self, ev):  # noqa: N802
         super().resizeEvent(ev)
+        if not hasattr(self, "letters"):  # pyqtgraph resizes during its own __init__
+            return
         w, h = self.width(), self.height()
         self.title.move(6, 4)
         self.letters["left"].move(6, h // 2 - 8)

@@ -61,6 +61,12 @@ def resolve_models(seg: str | None = None, cls: str | None = None, mal: str | No
             continue
         demo = _find(demo_model_dir(), role)
         out[role] = ModelChoice(role, demo, "demo") if demo is not None else None
+    # The phantom-trained malignancy model only goes with the phantom-trained nodule model: beside
+    # the book's (LUNA16) models it would be misleading, and the size estimate is used instead.
+    mal_choice = out["malignancy"]
+    if mal_choice is not None and mal_choice.origin == "demo" and out["nodule"] is not None \
+            and out["nodule"].origin != "demo":
+        out["malignancy"] = None
     for role in ("segmentation", "nodule"):
         if out[role] is None:
             raise LungViewError(f"no {role} model: pass one explicitly, or put one in {user_model_dir()}")

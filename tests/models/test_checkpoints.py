@@ -156,3 +156,11 @@ def test_fused_unet_equals_the_book_network_away_from_the_border():
     with torch.no_grad():
         a, b = m(x), fused(x)
     torch.testing.assert_close(b[..., 32:-32, 32:-32], a[..., 32:-32, 32:-32], atol=1e-5, rtol=1e-4)
+
+
+def test_demo_malignancy_model_only_beside_the_demo_classifier(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "empty"))
+    demo = resolve_models()
+    assert demo["nodule"].origin == "demo" and demo["malignancy"].origin == "demo"
+    mixed = resolve_models(cls=str(book(CLS)))
+    assert mixed["nodule"].origin == "option" and mixed["malignancy"] is None

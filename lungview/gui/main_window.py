@@ -1,0 +1,394 @@
+"""The main window: four views (axial, coronal, sagittal, 3D), the detections panel, menus,
+status bar with HU / xyz / irc under the cursor, progress with Cancel and the device badge."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QGridLayout, QInputDialog, QLabel, QMainWindow, QMessageBox,
+                               QProgressBar, QPushButton, QSplitter, QWidget)
+
+from lungview.gui.panels import DetectionsPanel
+from lungview.gui.slice_view import SliceView
+from lungview.gui.state import PLANES, PRESETS, Findings, ViewerState
+from lungview.gui.worker import Worker
+
+PHANTOM_UID_PREFIX = "1.2.826.0.1.3680043.10.1416."
+SHORTCUTS = [
+    ("Ctrl+O", "Open a scan file"), ("Ctrl+Shift+O", "Open a DICOM folder"),
+    ("Up / Down, wheel", "Next / previous slice in the view under the mouse (axial with keys)"),
+    ("Page Up / Page Down", "Ten slices"), ("Ctrl+wheel", "Zoom"), ("Left drag", "Pan"),
+    ("Right drag", "Window / level"), ("1 / 2 / 3", "Lung / mediastinum / bone window"),
+    ("N / P", "Next / previous detection"), ("S", "Segmentation overlay on / off"),
+    ("F", "Maximise the axial view / back to four views"), ("Ctrl+D", "Run detection"),
+    ("Esc", "Cancel the running job"), ("F1", "This list"),
+]
+
+
+@dataclass
+class Options:
+    seg_model: str | None = None
+    cls_model: str | None = None
+    mal_model: str | None = None
+    device: str = "auto"
+    detect: bool = True
+    interactive: bool = True  # dialogs (series picker, errors); off for --screenshot and tests
+    demo_models: bool = False  # --demo: the shipped demo models, whatever the user directory holds
+    view3d: bool = True  # needs an OpenGL context (xcb); tests on the offscreen platform turn it off
+
+
+class MainWindow(QMainWindow):
+    detection_done = Signal(bool)  # finished (True) or failed/cancelled (False)
+    scan_loaded = Signal(bool)
+
+    def __init__(self, options: Options | None = None, settings: QSettings | None = None):
+        super().__init__()
+        self.options = options or Options()
+        self.settings = settings or QSettings("LungView", "LungView")
+        self.state = ViewerState()
+        self.setWindowTitle("LungView")
+        self.resize(1400, 900)
+        self.setAcceptDrops(True)
+        self.views = {plane: SliceView(self.state, plane) for plane in PLANES}
+        from lungview.gui.view3d import make_3d_view, placeholder
+
+        self.view3d = make_3d_view(self.state) if self.options.view3d else placeholder("3D view off")
+        grid = QWidget()
+        self.grid = QGridLayout(grid)
+        self.grid.setSpacing(2)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        for w, (r, c) in zip([*self.views.values(), self.view3d], [(0, 0), (0, 1), (1, 0), (1, 1)]):
+            self.grid.addWidget(w, r, c)
+        self.panel = DetectionsPanel(self.state)
+        split = QSplitter()
+        split.addWidget(grid)
+        split.addWidget(self.panel)
+        split.setStretchFactor(0, 4)
+        split.setStretchFactor(1, 1)
+        self.setCentralWidget(split)
+        self._status_bar()
+        self._menus()
+        self.loader = Worker(self)
+        self.compute = Worker(self)
+        for w in (self.loader, self.compute):
+            w.job_progress.connect(self._progress)
+            w.job_failed.connect(self._failed)
+            w.job_cancelled.connect(self._cancelled)
+            w.start()
+        self.loader.job_finished.connect(self._loaded)
+        self.compute.job_finished.connect(self._detected)
+        self.current_jobs: set[int] = set()
+        self.load_job = self.detect_job = None
+        self._step_started: tuple[str, float, int] | None = None
+        self.model_cache = None  # created on the compute thread by the first detection
+        self.detect_index = -1
+        self.state.cursor_changed.connect(self._cursor_status)
+        for view in self.views.values():
+            view.hovered.connect(self._hover_status)
+        self.panel.navigate.connect(lambda i: self._go_to(i, select=False))
+        self._update_device_badge()
+
+    # -- chrome ------------------------------------------------------------------------
+    def _status_bar(self):
+        bar = self.statusBar()
+        self.position = QLabel("no scan")
+        self.position.setMinimumWidth(420)
+        self.message = QLabel("")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(180)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.hide()
+        self.cancel_button.clicked.connect(self.cancel_jobs)
+        self.badge = QLabel("")
+        bar.addWidget(self.position)
+        bar.addWidget(self.message, 1)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.cancel_button)
+        bar.addPermanentWidget(self.badge)
+
+    def _action(self, menu, text, slot, shortcut=None):
+        act = QAction(text, self)
+        if shortcut:
+            act.setShortcut(QKeySequence(shortcut))
+        act.triggered.connect(slot)
+        menu.addAction(act)
+        self.addAction(act)
+        return act
+
+    def _menus(self):
+        m = self.menuBar()
+        f = m.addMenu("&File")
+        self._action(f, "Open file…", self.choose_file, "Ctrl+O")
+        self._action(f, "Open folder…", self.choose_folder, "Ctrl+Shift+O")
+        self.recent_menu = f.addMenu("Recent")
+        self._fill_recent()
+        f.addSeparator()
+        self._action(f, "Quit", self.close, "Ctrl+Q")
+        v = m.addMenu("&View")
+        for key, name in zip("123", PRESETS):
+            self._action(v, f"{name.title()} window", lambda _=False, n=name: self.state.set_window(*PRESETS[n]), key)
+        self._action(v, "Segmentation overlay", lambda: self.state.set_overlay(visible=not self.state.seg_visible), "S")
+        self._action(v, "Maximise axial view", self.toggle_maximised, "F")
+        self._action(v, "Next slice", lambda: self.state.step("axial", 1), "Up")
+        self._action(v, "Previous slice", lambda: self.state.step("axial", -1), "Down")
+        self._action(v, "Ten slices up", lambda: self.state.step("axial", 10), "PgUp")
+        self._action(v, "Ten slices down", lambda: self.state.step("axial", -10), "PgDown")
+        d = m.addMenu("&Detect")
+        self._action(d, "Run detection", self.run_detection, "Ctrl+D")
+        self._action(d, "Next detection", lambda: self.step_detection(1), "N")
+        self._action(d, "Previous detection", lambda: self.step_detection(-1), "P")
+        self._action(d, "Models…", self.choose_models)
+        self._action(d, "Cancel", self.cancel_jobs, "Esc")
+        h = m.addMenu("&Help")
+        self._action(h, "Keyboard shortcuts", self.show_help, "F1")
+
+    def show_help(self):
+        text = "\n".join(f"{k:24} {v}" for k, v in SHORTCUTS)
+        box = QMessageBox(QMessageBox.Information, "LungView shortcuts", text, parent=self)
+        box.setStyleSheet("QLabel { font-family: monospace; }")
+        box.open()
+        self.help_box = box
+
+    def toggle_maximised(self):
+        others = [*list(self.views.values())[1:], self.view3d]
+        hide = others[0].isVisible()
+        for w in others:
+            w.setVisible(not hide)
+
+    def _update_device_badge(self):
+        from lungview.inference.device import resolve_device
+
+        try:
+            info = resolve_device(self.options.device)
+        except Exception as exc:  # noqa: BLE001
+            self.badge.setText(f"device error: {exc}")
+            return
+        if info.is_cpu:
+            self.badge.setText(f"⚠ {info.name} — detection runs on the CPU (slower)")
+            self.badge.setStyleSheet("color: #ffb000; font-weight: bold;")
+        else:
+            self.badge.setText(f"GPU: {info.name}")
+            self.badge.setStyleSheet("color: #60d060; font-weight: bold;")
+
+    # -- status ------------------------------------------------------------------------
+    def _describe(self, irc) -> str:
+        vol = self.state.volume
+        xyz = vol.irc_to_xyz(np.asarray(irc, float))
+        hu = int(vol.hu[tuple(irc)])
+        return (f"HU {hu:5d}   xyz ({xyz[0]:.1f}, {xyz[1]:.1f}, {xyz[2]:.1f}) mm   "
+                f"irc ({irc[0]}, {irc[1]}, {irc[2]})")
+
+    def _cursor_status(self):
+        if self.state.volume is not None:
+            self.position.setText(self._describe(self.state.cursor))
+
+    def _hover_status(self, irc):
+        if irc is not None and self.state.volume is not None:
+            self.position.setText(self._describe(irc))
+
+    def _progress(self, job_id, done, total, message):
+        if job_id not in self.current_jobs:
+            return
+        step = message.split(":")[0]
+        now = time.monotonic()
+        if self._step_started is None or self._step_started[0] != step:
+            self._step_started = (step, now, done)
+        eta = ""
+        _, t0, d0 = self._step_started
+        if total and done > d0 and now - t0 > 0.5:
+            left = (now - t0) / (done - d0) * (total - done)
+            eta = f" — about {left:.0f} s left" if left >= 1 else ""
+        self.progress.show()
+        self.cancel_button.show()
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.message.setText(f"{message} {done}/{total}{eta}")
+
+    def _job_over(self, job_id):
+        self.current_jobs.discard(job_id)
+        if not self.current_jobs:
+            self.progress.hide()
+            self.cancel_button.hide()
+            self._step_started = None
+
+    def show_error(self, text: str):
+        self.message.setText(text)
+        if self.options.interactive:
+            QMessageBox.critical(self, "LungView", text)
+
+    def _failed(self, job_id, text):
+        if job_id not in self.current_jobs:
+            return
+        self._job_over(job_id)
+        self.show_error(text)
+        if job_id == self.load_job:
+            self.scan_loaded.emit(False)
+        else:
+            self.detection_done.emit(False)
+
+    def _cancelled(self, job_id):
+        if job_id in self.current_jobs:
+            self._job_over(job_id)
+            self.message.setText("cancelled")
+            if job_id == self.detect_job:
+                self.detection_done.emit(False)
+
+    def cancel_jobs(self):
+        for w in (self.loader, self.compute):
+            w.cancel()
+
+    # -- opening -----------------------------------------------------------------------
+    def choose_file(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Open scan", str(Path.home()),
+                                              "Scans (*.dcm *.mhd *.mha *.nii *.nii.gz *.nrrd *.nhdr);;All files (*)")
+        if path:
+            self.open_path(path)
+
+    def choose_folder(self):
+        path = QFileDialog.getExistingDirectory(self, "Open DICOM folder", str(Path.home()))
+        if path:
+            self.open_path(path)
+
+    def dragEnterEvent(self, ev):  # noqa: N802
+        if ev.mimeData().hasUrls():
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev):  # noqa: N802
+        urls = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            self.open_path(urls[0])
+
+    def _fill_recent(self):
+        self.recent_menu.clear()
+        for path in self.settings.value("recent", [], type=list)[:10]:
+            self._action(self.recent_menu, path, lambda _=False, p=path: self.open_path(p))
+
+    def _remember(self, path: str):
+        recent = [p for p in self.settings.value("recent", [], type=list) if p != path]
+        self.settings.setValue("recent", [path, *recent][:10])
+        self._fill_recent()
+
+    def open_path(self, path, series: str | None = None):
+        from lungview.io import open_volume
+
+        path = str(path)
+        self.open_job(f"opening {Path(path).name}", lambda progress, cancel: open_volume(path, series, progress, cancel))
+
+    def open_job(self, name: str, fn):
+        """Load a volume in the background: fn(progress, cancel) -> CtVolume."""
+        self.loader.cancel()
+        self.compute.cancel()
+        job = self.loader.submit(name, fn)
+        self.load_job = job.id
+        self.current_jobs.add(job.id)
+        self.message.setText(name)
+
+    def _loaded(self, job_id, vol):
+        if job_id != self.load_job:
+            return  # a newer open superseded this one
+        self._job_over(job_id)
+        self.state.set_volume(vol)
+        if Path(vol.source).exists():
+            self._remember(vol.source)
+        self.setWindowTitle(f"LungView — {vol.source}")
+        notes = "; ".join(vol.warnings)
+        self.message.setText(f"{vol.shape[0]}×{vol.shape[1]}×{vol.shape[2]} voxels" + (f" — {notes}" if notes else ""))
+        self.message.setToolTip("\n".join(vol.warnings))
+        self.scan_loaded.emit(True)
+        if vol.other_series and self.options.interactive:
+            QTimer.singleShot(0, lambda: self._pick_series(vol))
+        if self.options.detect:
+            self.run_detection()
+
+    def _pick_series(self, vol):
+        items = [f"{vol.series_uid or '(this series)'} — {vol.files} files (open)"]
+        items += [f"{s.series_uid} — {s.modality}, {s.files} files {s.description}" for s in vol.other_series]
+        choice, ok = QInputDialog.getItem(self, "Several series", "This folder holds several series:", items, 0, False)
+        if ok and choice != items[0]:
+            self.open_path(vol.source, series=choice.split(" — ")[0])
+
+    # -- detection ---------------------------------------------------------------------
+    def model_paths(self) -> dict:
+        o = self.options
+        if o.demo_models:
+            return {"seg": None, "cls": None, "mal": None}
+        return {"seg": o.seg_model or self.settings.value("seg_model", "") or None,
+                "cls": o.cls_model or self.settings.value("cls_model", "") or None,
+                "mal": o.mal_model or self.settings.value("mal_model", "") or None}
+
+    def choose_models(self):
+        for key, label in (("seg_model", "segmentation"), ("cls_model", "nodule classifier"),
+                           ("mal_model", "malignancy classifier (cancel: size estimate)")):
+            path, _ = QFileDialog.getOpenFileName(self, f"Checkpoint: {label}", str(Path.home()),
+                                                  "Checkpoints (*.state *.pt *.pth);;All files (*)")
+            self.settings.setValue(key, path or "")
+
+    def run_detection(self):
+        vol = self.state.volume
+        if vol is None:
+            return
+        paths, device, user_dir = self.model_paths(), self.options.device, not self.options.demo_models
+        self.compute.cancel()
+
+        def job(progress, cancel):
+            from lungview.inference.device import resolve_device
+            from lungview.inference.pipeline import Pipeline
+            from lungview.models.registry import ModelCache, resolve_models
+
+            if self.model_cache is None:
+                self.model_cache = ModelCache()  # lives on the compute thread
+            choices = resolve_models(paths["seg"], paths["cls"], paths["mal"], use_user_dir=user_dir)
+            models = {r: self.model_cache.get(c.path, r) if c else None for r, c in choices.items()}
+            info = resolve_device(device)
+            result = Pipeline(models["segmentation"], models["nodule"], info, models["malignancy"]).run(
+                vol, progress, cancel)
+            return vol, result, choices, info
+
+        j = self.compute.submit("detection", job)
+        self.detect_job = j.id
+        self.current_jobs.add(j.id)
+
+    def _detected(self, job_id, payload):
+        vol, result, choices, info = payload
+        if job_id != self.detect_job or vol is not self.state.volume:
+            return  # stale: another scan is shown now
+        self._job_over(job_id)
+        demo = any(c is not None and c.origin == "demo" for c in choices.values())
+        models = {role: f"{label} [{choices[role].origin}]" if choices.get(role) else label
+                  for role, label in result.models.items()}
+        lung = result.lung
+        self.state.set_findings(Findings(
+            detections=result.detections, prob=result.prob, models=models,
+            lung_small=None if lung is None else lung.small, lung_step=1 if lung is None else lung.step,
+            device=info.name + (" bf16" if info.bf16 else ""),
+            demo_on_real_scan=demo and not vol.series_uid.startswith(PHANTOM_UID_PREFIX)))
+        total = sum(result.timings_s.values())
+        self.message.setText(f"{len(self.state.visible())} detections from {result.candidates} candidates in "
+                             f"{total:.1f} s on {info.name}")
+        if not self.options.interactive:  # screenshots: show the most likely nodule in every view
+            self._go_to(0)
+        self.detection_done.emit(True)
+
+    def _go_to(self, index: int, select: bool = True):
+        rows = self.state.visible()
+        if 0 <= index < len(rows):
+            self.detect_index = index
+            self.state.set_cursor(rows[index].center_irc)
+            if select:
+                self.panel.select_row(index)
+
+    def step_detection(self, delta: int):
+        rows = self.state.visible()
+        if rows:
+            self._go_to((self.detect_index + delta) % len(rows))
+
+    def closeEvent(self, ev):  # noqa: N802
+        for w in (self.loader, self.compute):
+            w.shutdown()
+        super().closeEvent(ev)

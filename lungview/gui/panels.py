@@ -1,0 +1,143 @@
+"""Side panels: the detections table with the threshold slider and overlay controls, and the
+malignancy legend."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QLinearGradient, QPainter
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QSlider, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from lungview.gui.slice_view import malignancy_color
+from lungview.gui.state import ViewerState
+
+COLUMNS = ("p_nodule", "p_malignant", "diameter mm", "size", "x mm", "y mm", "z mm")
+
+
+class _NumberItem(QTableWidgetItem):
+    """Sorts by value, not by text."""
+
+    def __init__(self, value: float, text: str):
+        super().__init__(text)
+        self.value = value
+        self.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+
+    def __lt__(self, other):
+        return self.value < getattr(other, "value", 0.0)
+
+
+class Legend(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumHeight(34)
+
+    def paintEvent(self, ev):  # noqa: N802
+        p = QPainter(self)
+        bar = self.rect().adjusted(8, 4, -8, -18)
+        grad = QLinearGradient(bar.left(), 0, bar.right(), 0)
+        for t in (0.0, 0.5, 1.0):
+            grad.setColorAt(t, malignancy_color(t))
+        p.fillRect(bar, grad)
+        p.setPen(self.palette().windowText().color())
+        fm = p.fontMetrics()
+        p.drawText(bar.left(), bar.bottom() + 14, "0 benign")
+        mid = "p_malignant"
+        p.drawText(bar.center().x() - fm.horizontalAdvance(mid) // 2, bar.bottom() + 14, mid)
+        right = "malignant 1"
+        p.drawText(bar.right() - fm.horizontalAdvance(right), bar.bottom() + 14, right)
+
+
+class DetectionsPanel(QWidget):
+    navigate = Signal(int)  # row index into state.visible()
+
+    def __init__(self, state: ViewerState, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.rows: list = []
+        self.setMinimumWidth(430)
+        layout = QVBoxLayout(self)
+        self.summary = QLabel("No detections yet")
+        self.summary.setWordWrap(True)
+        layout.addWidget(self.summary)
+        self.warning = QLabel("")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #ff7050; font-weight: bold;")
+        self.warning.hide()
+        layout.addWidget(self.warning)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("threshold"))
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setRange(0, 100)
+        self.slider.setValue(int(round(state.threshold * 100)))
+        self.slider.setToolTip("show detections with p_nodule at or above this")
+        self.value = QLabel(f"{state.threshold:.2f}")
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.value)
+        layout.addLayout(row)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        layout.addWidget(self.table, 1)
+        overlay = QHBoxLayout()
+        self.overlay_box = QCheckBox("segmentation overlay")
+        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(int(state.seg_opacity * 100))
+        overlay.addWidget(self.overlay_box)
+        overlay.addWidget(self.opacity, 1)
+        layout.addLayout(overlay)
+        layout.addWidget(Legend())
+        self.models = QLabel("")
+        self.models.setWordWrap(True)
+        self.models.setStyleSheet("color: palette(mid);")
+        layout.addWidget(self.models)
+        self.slider.valueChanged.connect(lambda v: state.set_threshold(v / 100.0))
+        self.overlay_box.toggled.connect(lambda on: state.set_overlay(visible=on))
+        self.opacity.valueChanged.connect(lambda v: state.set_overlay(opacity=v / 100.0))
+        self.table.itemSelectionChanged.connect(self._selected)
+        state.findings_changed.connect(self.refresh)
+
+    def refresh(self):
+        st = self.state
+        self.value.setText(f"{st.threshold:.2f}")
+        self.rows = st.visible()
+        f = st.findings
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self.rows))
+        for i, d in enumerate(self.rows):
+            x, y, z = d.center_xyz
+            values = [(d.p_nodule, f"{d.p_nodule:.3f}"), (d.p_malignant, f"{d.p_malignant:.3f}"),
+                      (d.diameter_mm, f"{d.diameter_mm:.1f}"), (d.diameter_mm, d.size_category),
+                      (x, f"{x:.1f}"), (y, f"{y:.1f}"), (z, f"{z:.1f}")]
+            for j, (v, text) in enumerate(values):
+                item = _NumberItem(float(v), text)
+                item.setData(Qt.UserRole, i)
+                if j == 1:
+                    item.setForeground(malignancy_color(d.p_malignant))
+                self.table.setItem(i, j, item)
+        self.table.setSortingEnabled(True)
+        total = len(f.detections)
+        self.summary.setText(f"{len(self.rows)} of {total} candidates with p_nodule >= {st.threshold:.2f}"
+                             + (f" — {f.device}" if f.device else ""))
+        self.models.setText("\n".join(f"{role}: {label}" for role, label in f.models.items()))
+        self.warning.setVisible(f.demo_on_real_scan)
+        self.warning.setText("Demo models (trained on synthetic phantoms) produced these markers on a real "
+                             "scan: they are not meaningful. Fetch the book's models "
+                             "(scripts/fetch_book_models.py) or choose checkpoints in Detect → Models.")
+
+    def select_row(self, index: int) -> None:
+        """Select the detection `index` of state.visible(), wherever sorting put it."""
+        for r in range(self.table.rowCount()):
+            if self.table.item(r, 0).data(Qt.UserRole) == index:
+                self.table.selectRow(r)
+                return
+
+    def _selected(self):
+        items = self.table.selectedItems()
+        if items:
+            self.navigate.emit(int(items[0].data(Qt.UserRole)))

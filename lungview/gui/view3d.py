@@ -1,0 +1,145 @@
+"""3D view: a semi-transparent lung surface (from the lung mask) with the nodules as spheres
+coloured by malignancy; drag to rotate, wheel to zoom, click a nodule to go there."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QMatrix4x4, QVector4D
+from PySide6.QtWidgets import QLabel
+
+from lungview.gui.slice_view import malignancy_color
+from lungview.gui.state import ViewerState
+
+SURFACE_MM = 5.0  # grid of the lung surface mesh
+
+
+def placeholder(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setAlignment(Qt.AlignCenter)
+    label.setWordWrap(True)
+    label.setStyleSheet("color: #aaa; background: #0a0a10;")
+    label.build_seconds = 0.0
+    return label
+
+
+def make_3d_view(state: ViewerState):
+    try:
+        return View3D(state)
+    except Exception as exc:  # noqa: BLE001 - no OpenGL here: the slice views still work
+        return placeholder(f"3D view unavailable ({type(exc).__name__}: {exc})")
+
+
+def lung_surface(lung_small: np.ndarray, step: int, spacing_xyz) -> tuple[np.ndarray, np.ndarray] | None:
+    """Vertices (mm, x-y-z) and faces of the lung mask's surface on a coarse grid."""
+    import pyqtgraph as pg
+
+    sx, sy, sz = spacing_xyz
+    fz = max(1, int(round(SURFACE_MM / sz)))
+    fxy = max(1, int(round(SURFACE_MM / (sx * step))))
+    small = lung_small[::fz, ::fxy, ::fxy].astype(np.float32)
+    if not small.any():
+        return None
+    padded = np.pad(small, 1)
+    # pyqtgraph's isosurface indexes (x, y, z) = array axes; ours are (index, row, col).
+    verts, faces = pg.isosurface(padded, 0.5)
+    verts = verts - 1.0
+    scale = np.array([sz * fz, sy * step * fxy, sx * step * fxy])
+    verts = verts * scale
+    return verts[:, ::-1].copy(), faces  # to (x, y, z)
+
+
+class View3D:  # the real class is built lazily so that importing this module needs no OpenGL
+    def __new__(cls, state: ViewerState):
+        import pyqtgraph.opengl as gl
+
+        class _View(gl.GLViewWidget):
+            def __init__(self, state):
+                super().__init__()
+                self.state = state
+                self.setBackgroundColor((10, 10, 16))
+                self.surface = None
+                self.spheres = []
+                self.centers = np.zeros((0, 3))
+                self.build_seconds = 0.0
+                self._press = None
+                state.volume_changed.connect(self.rebuild)
+                state.findings_changed.connect(self.rebuild)
+
+            def _mm(self, irc):
+                sx, sy, sz = self.state.volume.spacing_xyz
+                i, r, c = irc
+                return np.array([c * sx, r * sy, i * sz])
+
+            def rebuild(self):
+                import time
+
+                t0 = time.perf_counter()
+                for item in [self.surface, *self.spheres]:
+                    if item is not None:
+                        self.removeItem(item)
+                self.surface, self.spheres = None, []
+                st = self.state
+                if st.volume is None:
+                    return
+                f = st.findings
+                if f.lung_small is not None:
+                    mesh = lung_surface(f.lung_small, f.lung_step, st.volume.spacing_xyz)
+                    if mesh is not None:
+                        md = gl.MeshData(vertexes=mesh[0], faces=mesh[1])
+                        self.surface = gl.GLMeshItem(meshdata=md, color=(0.55, 0.7, 1.0, 0.12), smooth=True,
+                                                     shader="balloon", glOptions="additive")
+                        self.addItem(self.surface)
+                dets = st.visible()
+                self.centers = np.array([self._mm(d.center_irc) for d in dets]).reshape(-1, 3)
+                for d, c in zip(dets, self.centers):
+                    md = gl.MeshData.sphere(rows=10, cols=16, radius=max(1.5, d.diameter_mm / 2))
+                    col = malignancy_color(d.p_malignant)
+                    item = gl.GLMeshItem(meshdata=md, color=(col.redF(), col.greenF(), col.blueF(), 0.95),
+                                         smooth=True, shader="shaded")
+                    item.translate(*c)
+                    self.addItem(item)
+                    self.spheres.append(item)
+                extent = self._mm(np.array(st.volume.shape) - 1)
+                self.opts["center"] = pg_vector(extent / 2)
+                self.setCameraPosition(distance=float(np.linalg.norm(extent)) * 1.1, elevation=15, azimuth=-90)
+                self.build_seconds = time.perf_counter() - t0
+
+            def project(self, points: np.ndarray) -> np.ndarray:
+                """Screen pixels (x, y) of mm points."""
+                w, h = self.width(), self.height()
+                m = QMatrix4x4(self.projectionMatrix()) * QMatrix4x4(self.viewMatrix())
+                out = []
+                for p in points:
+                    v = m.map(QVector4D(float(p[0]), float(p[1]), float(p[2]), 1.0))
+                    wv = v.w() or 1e-9
+                    out.append(((v.x() / wv + 1) / 2 * w, (1 - v.y() / wv) / 2 * h))
+                return np.array(out).reshape(-1, 2)
+
+            def nodule_at(self, x: float, y: float, tolerance: float = 20.0) -> int | None:
+                if not len(self.centers):
+                    return None
+                d = np.linalg.norm(self.project(self.centers) - np.array([x, y]), axis=1)
+                k = int(np.argmin(d))
+                return k if d[k] <= tolerance else None
+
+            def mousePressEvent(self, ev):  # noqa: N802
+                self._press = ev.position()
+                super().mousePressEvent(ev)
+
+            def mouseReleaseEvent(self, ev):  # noqa: N802
+                pos = ev.position()
+                if self._press is not None and (pos - self._press).manhattanLength() < 4:
+                    k = self.nodule_at(pos.x(), pos.y())
+                    if k is not None:
+                        self.state.set_cursor(self.state.visible()[k].center_irc)
+                self._press = None
+                super().mouseReleaseEvent(ev)
+
+        return _View(state)
+
+
+def pg_vector(v):
+    from pyqtgraph import Vector
+
+    return Vector(float(v[0]), float(v[1]), float(v[2]))

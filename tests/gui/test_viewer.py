@@ -1,0 +1,116 @@
+import threading
+
+import numpy as np
+from PySide6.QtCore import QPoint, Qt
+
+from tests.gui.conftest import book_options, center_of
+
+
+def _open(qtbot, w, path):
+    with qtbot.waitSignal(w.scan_loaded, timeout=30000) as sig:
+        w.open_path(path)
+    assert sig.args == [True]
+
+
+def test_open_scroll_click_and_window_level(qtbot, make_window, gui_scan):
+    path, ph = gui_scan
+    w = make_window(detect=False)
+    _open(qtbot, w, path)
+    st = w.state
+    assert st.volume.shape == ph.volume.shape
+    assert tuple(st.cursor) == tuple(np.array(ph.volume.shape) // 2)
+    i0 = st.cursor[0]
+    qtbot.keyClick(w, Qt.Key_Up)
+    assert st.cursor[0] == i0 + 1
+    qtbot.keyClick(w, Qt.Key_PageDown)
+    assert st.cursor[0] == i0 - 9
+    # Clicking in the axial view moves the cursor there; the other views follow.
+    axial, coronal = w.views["axial"], w.views["coronal"]
+    target = (st.cursor[0], 60, 130)
+    x, y = center_of(axial, target)
+    qtbot.mouseClick(axial.viewport(), Qt.LeftButton, pos=QPoint(int(x), int(y)))
+    assert abs(st.cursor[1] - 60) <= 1 and abs(st.cursor[2] - 130) <= 1
+    assert abs(coronal.vline.value() - (st.cursor[2] + 0.5) * st.volume.spacing_xyz[0]) < 1e-6
+    # Status bar: HU, xyz, irc under the cursor.
+    text = w.position.text()
+    assert f"HU {st.hu_at_cursor():5d}" in text and "xyz (" in text and f"irc ({st.cursor[0]}" in text
+    # Window/level presets and right-drag.
+    qtbot.keyClick(w, Qt.Key_2)
+    assert st.window == (40.0, 400.0)
+    lo, hi = axial.image.levels
+    assert (lo, hi) == (-160.0, 240.0)
+    qtbot.keyClick(w, Qt.Key_1)
+    assert st.window == (-600.0, 1500.0)
+
+
+def test_aspect_follows_voxel_spacing(qtbot, make_window, gui_scan):
+    path, ph = gui_scan
+    w = make_window(detect=False)
+    _open(qtbot, w, path)
+    coronal = w.views["coronal"]
+    rect = coronal.image.mapRectToView(coronal.image.boundingRect())
+    sx, _, sz = ph.volume.spacing_xyz
+    assert rect.width() == ph.volume.shape[2] * sx and rect.height() == ph.volume.shape[0] * sz
+    assert coronal.letters["left"].text() == "R" and coronal.letters["top"].text() == "S"
+
+
+def test_detection_on_the_worker_table_slider_and_navigation(qtbot, make_window, gui_scan):
+    path, ph = gui_scan
+    w = make_window(**book_options())
+    with qtbot.waitSignal(w.detection_done, timeout=120000) as sig:
+        w.open_path(path)
+    assert sig.args == [True]
+    assert w.compute.ran_on[w.detect_job] != threading.get_ident()
+    st = w.state
+    all_dets = st.findings.detections
+    assert all_dets and w.panel.table.rowCount() == len(st.visible())
+    w.panel.slider.setValue(0)
+    assert w.panel.table.rowCount() == len(all_dets) >= len([d for d in all_dets if d.p_nodule >= 0.5])
+    w.panel.slider.setValue(50)
+    rows = st.visible()
+    assert rows, "the book models find the phantom's large solid nodules"
+    w.panel.table.selectRow(0)
+    k = w.panel.table.item(0, 0).data(Qt.UserRole)
+    assert tuple(st.cursor) == tuple(np.rint(rows[k].center_irc).astype(int))
+    qtbot.keyClick(w, Qt.Key_N)
+    assert tuple(st.cursor) == tuple(np.rint(rows[(w.detect_index)].center_irc).astype(int))
+    # markers: one circle per visible nodule cut by the axial plane through it
+    assert len(w.views["axial"].markers) >= 1
+    # overlay toggle
+    qtbot.keyClick(w, Qt.Key_S)
+    assert st.seg_visible and w.views["axial"].overlay.isVisible()
+    # sorting by p_malignant keeps the rows consistent
+    w.panel.table.sortItems(1, Qt.DescendingOrder)
+    values = [float(w.panel.table.item(r, 1).text()) for r in range(w.panel.table.rowCount())]
+    assert values == sorted(values, reverse=True)
+    assert "book UNetWrapper" in w.panel.models.text() and not w.panel.warning.isVisible()
+
+
+def test_cancel_detection_leaves_no_findings(qtbot, make_window, gui_scan):
+    path, _ = gui_scan
+    w = make_window(**book_options())
+    _open(qtbot, w, path)
+    qtbot.waitUntil(lambda: w.message.text().startswith("segmentation"), timeout=60000)
+    with qtbot.waitSignal(w.detection_done, timeout=60000) as sig:
+        w.cancel_jobs()
+    assert sig.args == [False]
+    assert w.state.findings.detections == [] and w.message.text() == "cancelled"
+    assert not w.progress.isVisible() and not w.cancel_button.isVisible()
+
+
+def test_errors_become_messages_not_crashes(qtbot, make_window, tmp_path):
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"\x00" * 64)
+    w = make_window(detect=False)
+    with qtbot.waitSignal(w.scan_loaded, timeout=10000) as sig:
+        w.open_path(bad)
+    assert sig.args == [False]
+    assert w.message.text().startswith(str(bad)) and "not a DICOM file" in w.message.text()
+    assert w.state.volume is None
+
+
+def test_help_lists_shortcuts(qtbot, make_window):
+    w = make_window(detect=False)
+    qtbot.keyClick(w, Qt.Key_F1)
+    assert "Window / level" in w.help_box.text() and "Next / previous detection" in w.help_box.text()
+    w.help_box.close()
