@@ -37,7 +37,7 @@ def run(args) -> int:
         def finish(ok: bool):
             app.processEvents()
             if ok or window.state.volume is not None:
-                window.grab().save(str(out))
+                window.screenshot().save(str(out))
                 print(f"screenshot saved to {out}")
             else:
                 status["code"] = 2
@@ -57,6 +57,6 @@ def run(args) -> int:
     elif args.path:
         window.open_path(args.path, args.series)
     elif args.screenshot:
-        QTimer.singleShot(500, lambda: (window.grab().save(args.screenshot), window.close()))
+        QTimer.singleShot(500, lambda: (window.screenshot().save(args.screenshot), window.close()))
     app.exec()
     return status["code"]

@@ -25,7 +25,7 @@ SHORTCUTS = [
     ("Page Up / Page Down", "Ten slices"), ("Ctrl+wheel", "Zoom"), ("Left drag", "Pan"),
     ("Right drag", "Window / level"), ("1 / 2 / 3", "Lung / mediastinum / bone window"),
     ("N / P", "Next / previous detection"), ("S", "Segmentation overlay on / off"),
-    ("F", "Maximise the axial view / back to four views"), ("Ctrl+D", "Run detection"),
+    ("F, double-click", "Maximise the axial (or the double-clicked) view / back to four views"), ("Ctrl+D", "Run detection"),
     ("Esc", "Cancel the running job"), ("F1", "This list"),
 ]
 
@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
         self.state.cursor_changed.connect(self._cursor_status)
         for view in self.views.values():
             view.hovered.connect(self._hover_status)
+            view.maximise.connect(lambda v=view: self.toggle_maximised(v))
         self.panel.navigate.connect(lambda i: self._go_to(i, select=False))
         self._update_device_badge()
 
@@ -134,7 +135,7 @@ class MainWindow(QMainWindow):
         for key, name in zip("123", PRESETS):
             self._action(v, f"{name.title()} window", lambda _=False, n=name: self.state.set_window(*PRESETS[n]), key)
         self._action(v, "Segmentation overlay", lambda: self.state.set_overlay(visible=not self.state.seg_visible), "S")
-        self._action(v, "Maximise axial view", self.toggle_maximised, "F")
+        self._action(v, "Maximise axial view (double-click maximises any view)", lambda: self.toggle_maximised(), "F")
         self._action(v, "Next slice", lambda: self.state.step("axial", 1), "Up")
         self._action(v, "Previous slice", lambda: self.state.step("axial", -1), "Down")
         self._action(v, "Ten slices up", lambda: self.state.step("axial", 10), "PgUp")
@@ -155,11 +156,14 @@ class MainWindow(QMainWindow):
         box.open()
         self.help_box = box
 
-    def toggle_maximised(self):
-        others = [*list(self.views.values())[1:], self.view3d]
-        hide = others[0].isVisible()
+    def toggle_maximised(self, view=None):
+        """Show `view` (default: the axial one) alone, or all four views again."""
+        view = view or self.views["axial"]
+        others = [w for w in (*self.views.values(), self.view3d) if w is not view]
+        alone = any(w.isVisible() for w in others)
         for w in others:
-            w.setVisible(not hide)
+            w.setVisible(not alone)
+        view.setVisible(True)
 
     def _update_device_badge(self):
         from lungview.inference.device import resolve_device
@@ -387,6 +391,21 @@ class MainWindow(QMainWindow):
         rows = self.state.visible()
         if rows:
             self._go_to((self.detect_index + delta) % len(rows))
+
+    def screenshot(self):
+        """The window as an image, with the 3D view's OpenGL frame painted in (a native GL window
+        is not part of a widget grab)."""
+        from PySide6.QtCore import QPoint
+        from PySide6.QtGui import QPainter
+
+        pix = self.grab()
+        gl_view = getattr(self.view3d, "gl", None)
+        if gl_view is not None and self.view3d.isVisible():
+            frame = gl_view.grabFramebuffer()
+            painter = QPainter(pix)
+            painter.drawImage(self.view3d.mapTo(self, QPoint(0, 0)), frame.scaled(self.view3d.size()))
+            painter.end()
+        return pix
 
     def closeEvent(self, ev):  # noqa: N802
         for w in (self.loader, self.compute):

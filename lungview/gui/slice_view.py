@@ -66,6 +66,7 @@ class _PlaneBox(pg.ViewBox):
 
 class SliceView(pg.GraphicsLayoutWidget):
     hovered = Signal(object)  # voxel (index, row, col) under the mouse, or None
+    maximise = Signal()  # double click: this view alone / back to four
 
     def __init__(self, state: ViewerState, plane: str, parent=None):
         super().__init__(parent)
@@ -84,6 +85,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.box.addItem(self.hline, ignoreBounds=True)
         self.box.addItem(self.vline, ignoreBounds=True)
         self.markers: list[QGraphicsEllipseItem] = []
+        self._drawn = None  # what the image and markers show now, to redraw only on change
         self.title = QLabel(plane, self)
         self.title.setStyleSheet("color: #ddd; background: transparent; font-weight: bold;")
         self.letters = {k: QLabel("", self) for k in ("left", "right", "top", "bottom")}
@@ -96,8 +98,8 @@ class SliceView(pg.GraphicsLayoutWidget):
         state.volume_changed.connect(self._volume_changed)
         state.cursor_changed.connect(self.refresh)
         state.window_changed.connect(self._levels)
-        state.findings_changed.connect(self.refresh)
-        state.overlay_changed.connect(self.refresh)
+        state.findings_changed.connect(lambda: self.refresh(force=True))
+        state.overlay_changed.connect(lambda: self.refresh(force=True))
 
     # -- geometry --------------------------------------------------------------------
     def _mm(self, row: float, col: float) -> tuple[float, float]:
@@ -111,7 +113,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         down = {"axial": letters[1], "coronal": OPPOSITE[letters[2]], "sagittal": OPPOSITE[letters[2]]}[self.plane]
         for key, text in (("right", right), ("left", OPPOSITE[right]), ("bottom", down), ("top", OPPOSITE[down])):
             self.letters[key].setText(text)
-        self.refresh()
+        self.refresh(force=True)
         self.box.autoRange(padding=0.02)
 
     def resizeEvent(self, ev):  # noqa: N802
@@ -130,10 +132,27 @@ class SliceView(pg.GraphicsLayoutWidget):
         c, w = self.state.window
         self.image.setLevels((c - w / 2, c + w / 2))
 
-    def refresh(self):
+    def refresh(self, force: bool = False):
+        """Moving the cursor within this plane only moves the crosshair; the image and markers are
+        redrawn when the plane itself (or what is shown on it) changes."""
         st = self.state
         if st.volume is None:
             return
+        axis = PLANES.index(self.plane)
+        key = (id(st.volume), int(st.cursor[axis]))
+        if force or key != self._drawn:
+            self._drawn = key
+            self._draw_image()
+            self._draw_markers()
+        row, col = st.to_plane(self.plane, st.cursor)
+        x, y = self._mm(row + 0.5, col + 0.5)
+        self.hline.setPos(y)
+        self.vline.setPos(x)
+        self.title.setText(f"{self.plane}  {st.cursor[axis] + 1}/{st.volume.shape[axis]}")
+        self.title.adjustSize()
+
+    def _draw_image(self):
+        st = self.state
         img = st.plane_image(self.plane)
         sr, sc = st.plane_spacing(self.plane)
         rect = QRectF(0, 0, img.shape[1] * sc, img.shape[0] * sr)
@@ -145,14 +164,6 @@ class SliceView(pg.GraphicsLayoutWidget):
         if ov is not None:
             self.overlay.setImage(ov, autoLevels=False, levels=(0, 255), lut=overlay_lut(st.seg_opacity))
             self.overlay.setRect(rect)
-        row, col = st.to_plane(self.plane, st.cursor)
-        x, y = self._mm(row + 0.5, col + 0.5)
-        self.hline.setPos(y)
-        self.vline.setPos(x)
-        axis = PLANES.index(self.plane)
-        self.title.setText(f"{self.plane}  {st.cursor[axis] + 1}/{st.volume.shape[axis]}")
-        self.title.adjustSize()
-        self._draw_markers()
 
     def _draw_markers(self):
         for m in self.markers:
@@ -188,6 +199,10 @@ class SliceView(pg.GraphicsLayoutWidget):
     def _window_drag(self, dx, dy, finished):
         c, w = self.state.window
         self.state.set_window(c - dy * 2.0, w + dx * 4.0)
+
+    def mouseDoubleClickEvent(self, ev):  # noqa: N802
+        self.maximise.emit()
+        ev.accept()
 
     def _mouse_moved(self, pos):
         if self.state.volume is None:

@@ -114,3 +114,32 @@ def test_help_lists_shortcuts(qtbot, make_window):
     qtbot.keyClick(w, Qt.Key_F1)
     assert "Window / level" in w.help_box.text() and "Next / previous detection" in w.help_box.text()
     w.help_box.close()
+
+
+def test_double_click_maximises_any_view(qtbot, make_window, gui_scan):
+    path, _ = gui_scan
+    w = make_window(detect=False)
+    _open(qtbot, w, path)
+    sag = w.views["sagittal"]
+    qtbot.mouseDClick(sag.viewport(), Qt.LeftButton, pos=QPoint(50, 50))
+    assert sag.isVisible() and not w.views["axial"].isVisible() and not w.view3d.isVisible()
+    qtbot.mouseDClick(sag.viewport(), Qt.LeftButton, pos=QPoint(50, 50))
+    assert all(v.isVisible() for v in w.views.values()) and w.view3d.isVisible()
+
+
+def test_wheel_scrolls_the_view_under_the_mouse_and_recent_files(qtbot, make_window, gui_scan):
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    path, _ = gui_scan
+    w = make_window(detect=False)
+    _open(qtbot, w, path)
+    cor = w.views["coronal"]
+    r0 = w.state.cursor[1]
+    pos = QPointF(cor.viewport().width() / 2, cor.viewport().height() / 2)
+    ev = QWheelEvent(pos, cor.viewport().mapToGlobal(pos), QPoint(0, 0), QPoint(0, 120), Qt.NoButton,
+                     Qt.NoModifier, Qt.NoScrollPhase, False)
+    QApplication.sendEvent(cor.viewport(), ev)
+    assert w.state.cursor[1] == r0 + 1
+    assert [a.text() for a in w.recent_menu.actions()] == [str(path)]
