@@ -12,13 +12,13 @@ the viewer find them before the demo models.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 import urllib.request
 from pathlib import Path
 
 from lungview.core.atomic import atomic_path
+from lungview.models.checkpoint import file_sha256
 from lungview.models.registry import user_model_dir
 
 BASE_URL = "https://github.com/deep-learning-with-pytorch/dlwpt-code/raw/master/data/part2/models/"
@@ -30,17 +30,9 @@ CHECKPOINTS = {
 }
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch(name: str, digest: str, dest: Path, source: Path | None) -> Path:
     target = dest / name
-    if target.exists() and sha256(target) == digest:
+    if target.exists() and file_sha256(target) == digest:
         print(f"ok       {target} (already there, digest matches)")
         return target
     with atomic_path(target, suffix=".part") as tmp:
@@ -49,7 +41,7 @@ def fetch(name: str, digest: str, dest: Path, source: Path | None) -> Path:
         else:
             with urllib.request.urlopen(BASE_URL + name, timeout=60) as resp, open(tmp, "wb") as out:
                 shutil.copyfileobj(resp, out)
-        got = sha256(tmp)
+        got = file_sha256(tmp)
         if got != digest:
             raise ValueError(f"{name}: SHA-256 {got} does not match the published {digest}")
     print(f"fetched  {target}")

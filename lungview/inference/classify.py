@@ -10,7 +10,7 @@ import torch
 
 from lungview.core import CtVolume
 from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
-from lungview.inference.device import DeviceInfo, autocast, is_out_of_memory
+from lungview.inference.device import DeviceInfo, autocast, smaller_batch
 
 CROP_IRC = (32, 48, 48)
 
@@ -54,11 +54,11 @@ def classify(vol: CtVolume, centers, model: torch.nn.Module, device: DeviceInfo,
                     _, probs = model(x)
                 p = probs[:, 1].float().cpu().numpy()
         except RuntimeError as exc:
-            if device.device.type == "cuda" and is_out_of_memory(exc) and batch_size > 1:
-                torch.cuda.empty_cache()
-                batch_size = max(1, batch_size // 2)
-                continue
-            raise
+            retry = smaller_batch(exc, device, batch_size)
+            if retry is None:
+                raise
+            batch_size = retry
+            continue
         out[done:done + len(part)] = p
         done += len(part)
         progress(done, len(centers), label)

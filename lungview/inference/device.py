@@ -74,3 +74,12 @@ def autocast(info: DeviceInfo):
 
 def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def smaller_batch(exc: BaseException, info: DeviceInfo, batch_size: int) -> int | None:
+    """After a failed forward pass: the halved batch size to retry with on CUDA out-of-memory,
+    or None when the error is something else (re-raise it)."""
+    if info.device.type == "cuda" and is_out_of_memory(exc) and batch_size > 1:
+        torch.cuda.empty_cache()
+        return max(1, batch_size // 2)
+    return None

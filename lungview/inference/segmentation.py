@@ -13,7 +13,7 @@ import torch
 
 from lungview.core import CtVolume
 from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
-from lungview.inference.device import DeviceInfo, autocast, is_out_of_memory
+from lungview.inference.device import DeviceInfo, autocast, smaller_batch
 from lungview.inference.lungmask import LungMask
 from lungview.models.fused import FusedUNet
 from lungview.models.nets import UNetWrapper
@@ -118,11 +118,11 @@ def segment(vol: CtVolume, model: torch.nn.Module, device: DeviceInfo, mask: Lun
                 values = (out[:, 0, : r1 - r0, : c1 - c0].float() * 255.0).round_()
                 values = values.to(torch.uint8).cpu().numpy()
         except RuntimeError as exc:
-            if device.device.type == "cuda" and is_out_of_memory(exc) and batch_size > 1:
-                torch.cuda.empty_cache()
-                batch_size = max(1, batch_size // 2)
-                continue
-            raise
+            retry = smaller_batch(exc, device, batch_size)
+            if retry is None:
+                raise
+            batch_size = retry
+            continue
         for (k, _), v in zip(group, values):
             prob[k, r0:r1, c0:c1] = v
         pixels += len(group) * (r1 - r0) * (c1 - c0)

@@ -87,7 +87,7 @@ def book_card(role: str, name: str) -> ModelCard:
                      training_data="LUNA16 (book checkpoint, Deep Learning with PyTorch p2ch14)")
 
 
-def _digest(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -159,7 +159,7 @@ def load_checkpoint(path: str | os.PathLike, role: str | None = None) -> LoadedM
             detail = str(exc).splitlines()[-1].strip()[:160]
         raise CheckpointError(path, f"weights do not fit {arch}: {detail}") from None
     module.eval()
-    return LoadedModel(module=module, card=card, path=str(path), sha256=_digest(path), source=source)
+    return LoadedModel(module=module, card=card, path=str(path), sha256=file_sha256(path), source=source)
 
 
 def save_checkpoint(path: str | os.PathLike, module: nn.Module, card: ModelCard, kwargs: dict) -> Path:

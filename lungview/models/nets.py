@@ -11,6 +11,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def init_weights(model: nn.Module) -> None:
+    """The book's initialisation: Kaiming normal weights (fan-out) and its normal(-b, b) biases."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Conv3d)):
+            nn.init.kaiming_normal_(m.weight.data, a=0, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                _, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight.data)
+                bound = 1 / math.sqrt(fan_out)
+                nn.init.normal_(m.bias, -bound, bound)
+
+
 class UNetConvBlock(nn.Module):
     def __init__(self, in_size: int, out_size: int, padding: bool, batch_norm: bool):
         super().__init__()
@@ -90,20 +101,11 @@ class UNetWrapper(nn.Module):
         self.input_batchnorm = nn.BatchNorm2d(in_channels)
         self.unet = UNet(in_channels, n_classes, depth, wf, padding, batch_norm, up_mode)
         self.final = nn.Sigmoid()
-        self._init_weights()
+        init_weights(self)
 
     @property
     def size_multiple(self) -> int:
         return 2 ** (self.unet.depth - 1)
-
-    def _init_weights(self):
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Conv3d)):
-                nn.init.kaiming_normal_(m.weight.data, a=0, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    _, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight.data)
-                    bound = 1 / math.sqrt(fan_out)
-                    nn.init.normal_(m.bias, -bound, bound)
 
     def forward(self, x):
         return self.final(self.unet(self.input_batchnorm(x)))
@@ -135,16 +137,7 @@ class LunaModel(nn.Module):
         self.block4 = LunaBlock(conv_channels * 4, conv_channels * 8)
         self.head_linear = nn.Linear(1152, 2)
         self.head_softmax = nn.Softmax(dim=1)
-        self._init_weights()
-
-    def _init_weights(self):
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Conv3d)):
-                nn.init.kaiming_normal_(m.weight.data, a=0, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    _, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight.data)
-                    bound = 1 / math.sqrt(fan_out)
-                    nn.init.normal_(m.bias, -bound, bound)
+        init_weights(self)
 
     def forward(self, x):
         out = self.block4(self.block3(self.block2(self.block1(self.tail_batchnorm(x)))))

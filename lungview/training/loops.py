@@ -24,29 +24,41 @@ def dice_bce_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return dice + bce
 
 
-def train_segmentation(model, sampler, steps: int, device: DeviceInfo, batch: int = 16,
-                       lr: float = 1e-3, progress: ProgressCallback = no_progress,
-                       cancel: CancelToken | None = None) -> list[float]:
-    """`sampler(batch)` returns (x, y) numpy arrays (N, 7, H, W), (N, 1, H, W)."""
-    model.to(device.device).train()
+def _fit(model, batches, steps: int, lr: float, compute_loss, label: str, progress: ProgressCallback,
+         cancel: CancelToken | None) -> list[float]:
+    """Adam with a cosine schedule; `batches()` gives the tensors `compute_loss` takes."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     losses = []
     for step in range(steps):
-        x, y = sampler(batch)
-        x = torch.from_numpy(x).to(device.device)
-        y = torch.from_numpy(y).to(device.device)
-        with autocast(device):
-            pred = model(x)
-        loss = dice_bce_loss(pred, y)
+        loss = compute_loss(*batches())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-        progress(step + 1, steps, f"segmentation loss {np.mean(losses[-50:]):.3f}")
+        progress(step + 1, steps, f"{label} loss {np.mean(losses[-50:]):.3f}")
         if cancel is not None:
             cancel.check()
+    return losses
+
+
+def train_segmentation(model, sampler, steps: int, device: DeviceInfo, batch: int = 16,
+                       lr: float = 1e-3, progress: ProgressCallback = no_progress,
+                       cancel: CancelToken | None = None) -> list[float]:
+    """`sampler(batch)` returns (x, y) numpy arrays (N, 7, H, W), (N, 1, H, W)."""
+    model.to(device.device).train()
+
+    def batches():
+        x, y = sampler(batch)
+        return torch.from_numpy(x).to(device.device), torch.from_numpy(y).to(device.device)
+
+    def loss(x, y):
+        with autocast(device):
+            pred = model(x)
+        return dice_bce_loss(pred, y)
+
+    losses = _fit(model, batches, steps, lr, loss, "segmentation", progress, cancel)
     model.eval()
     return losses
 
@@ -59,25 +71,19 @@ def train_classifier(model, sampler, steps: int, device: DeviceInfo, batch: int 
     cpu = device.device.type == "cpu"
     # On CPUs fp32 channels-last-3d trains 2.6x faster than the default layout and beats bf16.
     model.to(device.device, memory_format=torch.channels_last_3d if cpu else torch.preserve_format).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    losses = []
-    for step in range(steps):
+
+    def batches():
         x, labels = sampler(batch)
         x = torch.from_numpy(x).to(device.device)
         if cpu:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        labels = torch.from_numpy(labels).to(device.device)
+        return x, torch.from_numpy(labels).to(device.device)
+
+    def loss(x, labels):
         with autocast(device) if not cpu else contextlib.nullcontext():
             logits, _ = model(x)
-        loss = F.cross_entropy(logits.float(), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        progress(step + 1, steps, f"{label} loss {np.mean(losses[-50:]):.3f}")
-        if cancel is not None:
-            cancel.check()
+        return F.cross_entropy(logits.float(), labels)
+
+    losses = _fit(model, batches, steps, lr, loss, label, progress, cancel)
     model.to(memory_format=torch.contiguous_format).eval()
     return losses
