@@ -60,27 +60,30 @@ def find_candidates(vol: CtVolume, prob: np.ndarray, mask: LungMask | None = Non
     hot = hot[box]
     eroded = erode6(hot)
     labels, n = ndimage.label(eroded)
+    raw, n_raw = ndimage.label(hot)
+    # Everything below works on the foreground voxels only (a few per cent of the box).
+    flat = np.flatnonzero(hot)
+    raw_fg = raw.ravel()[flat]
+    lab_fg = labels.ravel()[flat].astype(np.int64)
     # The book's 3D erosion deletes every blob thinner than three slices: with 2.5 mm slices, all
     # nodules under about 7 mm. Blobs that vanish whole come back as candidates of their own
     # when they are at least MIN_RESCUE_MM across; erosion still splits what touches.
-    raw, n_raw = ndimage.label(hot)
     has_core = np.zeros(n_raw + 1, dtype=bool)
-    has_core[raw[eroded]] = True
-    sizes = np.bincount(raw.ravel(), minlength=n_raw + 1)
+    has_core[raw_fg[lab_fg > 0]] = True
+    sizes = np.bincount(raw_fg, minlength=n_raw + 1)
     min_voxels = (np.pi / 6.0) * MIN_RESCUE_MM**3 / float(np.prod(vol.spacing_irc))
     rescued = np.flatnonzero(~has_core & (sizes >= min_voxels))
     rescued = rescued[rescued > 0]
     if rescued.size:
-        lookup = np.zeros(n_raw + 1, dtype=labels.dtype)
+        lookup = np.zeros(n_raw + 1, dtype=np.int64)
         lookup[rescued] = np.arange(n + 1, n + 1 + rescued.size)
-        labels = np.where(labels > 0, labels, lookup[raw])
+        lab_fg = np.where(lab_fg > 0, lab_fg, lookup[raw_fg])
         n += rescued.size
     if n == 0:
         return []
-    # Statistics over the foreground voxels only (scipy's per-label sums scan the whole box).
-    flat = np.flatnonzero(labels)
-    lab = labels.ravel()[flat] - 1
-    coords = np.unravel_index(flat, labels.shape)
+    keep = lab_fg > 0
+    flat, lab = flat[keep], lab_fg[keep] - 1
+    coords = np.unravel_index(flat, hot.shape)
     offset = [b.start for b in box]
     hu = vol.hu[tuple(c + o for c, o in zip(coords, offset))]
     weights = np.clip(hu, -1000, 1000).astype(np.float64) + 1001.0  # the book's HU weighting

@@ -12,9 +12,15 @@ MAX_RADIUS_MM = 30.0
 LUNG_HU = -850.0
 
 
-def measure(vol: CtVolume, prob: np.ndarray, center_irc, max_radius_mm: float = MAX_RADIUS_MM):
-    """(diameter_mm, volume_mm3): equivalent-sphere diameter of the measured region."""
+def measure(vol: CtVolume, prob: np.ndarray, center_irc, max_radius_mm: float = MAX_RADIUS_MM,
+            blob_voxels: int | None = None):
+    """(diameter_mm, volume_mm3): equivalent-sphere diameter of the measured region, within
+    `max_radius_mm` of the centre, or, given the candidate's blob size, within three times its
+    radius (small candidates are measured in a small box: most candidates are small)."""
     spacing = np.asarray(vol.spacing_irc, dtype=np.float64)
+    if blob_voxels:
+        blob_radius = float(np.cbrt(3.0 * blob_voxels * np.prod(spacing) / (4.0 * np.pi)))
+        max_radius_mm = float(np.clip(3.0 * blob_radius + 2.0 * spacing.max(), 8.0, max_radius_mm))
     reach = np.ceil(max_radius_mm / spacing).astype(int)
     c = np.rint(np.asarray(center_irc, dtype=np.float64)).astype(int)
     c = np.clip(c, 0, np.array(vol.shape) - 1)

@@ -79,7 +79,8 @@ class Pipeline:
         centers = np.array([c.center_irc for c in cands]).reshape(-1, 3)
         p_nod = step("classification", lambda p: classify(vol, centers, self.cls.module, self.device,
                                                          self.cls_batch, p, cancel))
-        sizes = step("measurement", lambda p: [measure(vol, seg.prob, c) for c in centers])
+        sizes = step("measurement", lambda p: [measure(vol, seg.prob, c.center_irc, blob_voxels=c.voxels)
+                                               for c in cands])
         if self.mal is not None:
             p_mal = step("malignancy", lambda p: classify(vol, centers, self.mal.module, self.device,
                                                          self.cls_batch, p, cancel, "malignancy"))
