@@ -7,7 +7,6 @@ import sys
 
 from lungview.core import LungViewError
 
-PHANTOM_UID_PREFIX = "1.2.826.0.1.3680043.10.1416."
 
 
 def add_commands(sub, parser_class) -> None:
@@ -52,6 +51,7 @@ def cmd_detect(args) -> int:
     from lungview.inference.device import resolve_device
     from lungview.inference.pipeline import Pipeline
     from lungview.io import open_volume
+    from lungview.synthetic.phantom import is_phantom_uid
 
     if not 0.0 <= args.threshold <= 1.0:
         raise LungViewError(f"--threshold must lie in [0, 1], not {args.threshold}")
@@ -80,7 +80,7 @@ def cmd_detect(args) -> int:
             bar.write(f"lungview: error: {exc}", file=sys.stderr)
             continue
         notes = list(result.notes)
-        if demo and not vol.series_uid.startswith(PHANTOM_UID_PREFIX):
+        if demo and not is_phantom_uid(vol.series_uid):
             notes.append("demo models (trained on synthetic phantoms) ran on a real scan: the results are "
                          "not meaningful; run scripts/fetch_book_models.py for the LUNA16-trained models")
         scans.append({

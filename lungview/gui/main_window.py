@@ -17,8 +17,8 @@ from lungview.gui.panels import DetectionsPanel
 from lungview.gui.slice_view import SliceView
 from lungview.gui.state import PLANES, PRESETS, Findings, ViewerState
 from lungview.gui.worker import Worker
+from lungview.synthetic.phantom import is_phantom_uid
 
-PHANTOM_UID_PREFIX = "1.2.826.0.1.3680043.10.1416."
 SHORTCUTS = [
     ("Ctrl+O", "Open a scan file"), ("Ctrl+Shift+O", "Open a DICOM folder"),
     ("Up / Down, wheel", "Next / previous slice in the view under the mouse (axial with keys)"),
@@ -371,7 +371,7 @@ class MainWindow(QMainWindow):
             detections=result.detections, prob=result.prob, models=models,
             lung_small=None if lung is None else lung.small, lung_step=1 if lung is None else lung.step,
             device=info.name + (" bf16" if info.bf16 else ""),
-            demo_on_real_scan=demo and not vol.series_uid.startswith(PHANTOM_UID_PREFIX)))
+            demo_on_real_scan=demo and not is_phantom_uid(vol.series_uid)))
         total = sum(result.timings_s.values())
         self.message.setText(f"{len(self.state.visible())} detections from {result.candidates} candidates in "
                              f"{total:.1f} s on {info.name}")

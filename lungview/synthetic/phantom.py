@@ -11,6 +11,14 @@ from lungview.core import CtVolume
 from lungview.synthetic import anatomy
 from lungview.synthetic.shapes import draw_nodule, draw_tube
 
+PHANTOM_UID_PREFIX = "1.2.826.0.1.3680043.10.1416."  # series UIDs of LungView phantoms
+
+
+def is_phantom_uid(series_uid: str) -> bool:
+    """Whether a scan is one of LungView's synthetic phantoms (demo models are meant for them)."""
+    return series_uid.startswith(PHANTOM_UID_PREFIX)
+
+
 NODULE_KINDS = ("solid", "part-solid", "ground-glass", "juxtapleural", "calcified")
 _DIAMETER_MM = {"solid": (4, 30), "part-solid": (8, 25), "ground-glass": (6, 20),
                 "juxtapleural": (5, 20), "calcified": (3, 8)}
@@ -233,8 +241,8 @@ def make_phantom(seed: int = 0, config: PhantomConfig | None = None, **overrides
               -200.0 - cfg.slices * cfg.slice_mm / 2)
     volume = CtVolume(hu=hu, spacing_xyz=spacing, origin_xyz=origin, direction=np.eye(3),
                       source=f"phantom(seed={seed})", modality="CT",
-                      series_uid=f"1.2.826.0.1.3680043.10.1416.{seed}",
-                      study_uid=f"1.2.826.0.1.3680043.10.1416.{seed}.1",
+                      series_uid=f"{PHANTOM_UID_PREFIX}{seed}",
+                      study_uid=f"{PHANTOM_UID_PREFIX}{seed}.1",
                       slice_thickness_mm=thickness, files=0)
     nodules = []
     for c, diameter, kind, malignant, margin in placed:
