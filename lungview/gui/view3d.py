@@ -125,7 +125,8 @@ class View3D:  # the real class is built lazily so that importing this module ne
             def project(self, points: np.ndarray) -> np.ndarray:
                 """Screen pixels (x, y) of mm points."""
                 w, h = self.width(), self.height()
-                m = QMatrix4x4(self.projectionMatrix()) * QMatrix4x4(self.viewMatrix())
+                viewport = (0, 0, self.deviceWidth(), self.deviceHeight())
+                m = QMatrix4x4(self.projectionMatrix(viewport, viewport)) * QMatrix4x4(self.viewMatrix())
                 out = []
                 for p in points:
                     v = m.map(QVector4D(float(p[0]), float(p[1]), float(p[2]), 1.0))

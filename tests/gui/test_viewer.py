@@ -1,8 +1,13 @@
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QPoint, Qt
 
+from tests.conftest import REPO
 from tests.gui.conftest import book_options, center_of
 
 
@@ -143,3 +148,81 @@ def test_wheel_scrolls_the_view_under_the_mouse_and_recent_files(qtbot, make_win
     QApplication.sendEvent(cor.viewport(), ev)
     assert w.state.cursor[1] == r0 + 1
     assert [a.text() for a in w.recent_menu.actions()] == [str(path)]
+
+
+def test_drop_and_series_picker(qtbot, make_window, gui_scan, tmp_path, monkeypatch):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+    from PySide6.QtWidgets import QInputDialog
+
+    from lungview.core import CtVolume
+    from lungview.io.write import write_dicom_series
+
+    path, ph = gui_scan
+    folder = tmp_path / "two"
+    v = ph.volume
+    write_dicom_series(v, folder / "a")
+    write_dicom_series(CtVolume(hu=v.hu[:20].copy(), spacing_xyz=v.spacing_xyz, origin_xyz=v.origin_xyz,
+                                series_uid="1.2.3.4.77"), folder / "b")
+    w = make_window(detect=False)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(folder))])
+    drop = QDropEvent(QPointF(100, 100), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    with qtbot.waitSignal(w.scan_loaded, timeout=30000):
+        w.dropEvent(drop)
+    assert w.state.volume.shape == v.shape and w.state.volume.other_series
+    offered = []
+
+    def pick(parent, title, label, items, current, editable):
+        offered.extend(items)
+        return items[1], True
+
+    monkeypatch.setattr(QInputDialog, "getItem", staticmethod(pick))
+    with qtbot.waitSignal(w.scan_loaded, timeout=30000):
+        w._pick_series(w.state.volume)
+    assert len(offered) == 2 and "1.2.3.4.77" in offered[1]
+    assert w.state.volume.shape[0] == 20 and w.state.volume.series_uid == "1.2.3.4.77"
+
+
+@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs an X server (CI runs the suite under xvfb-run)")
+def test_3d_view_picks_the_nodule_under_the_click(qtbot, gui_scan):
+    from PySide6.QtGui import QGuiApplication
+
+    if QGuiApplication.platformName() != "xcb":
+        # OpenGL windows need a real display: run this test again in a process on the xcb platform.
+        env = dict(os.environ, QT_QPA_PLATFORM="xcb")
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               f"{__file__}::test_3d_view_picks_the_nodule_under_the_click"],
+                              capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        return
+    from lungview.core.findings import Detection
+    from lungview.gui.state import Findings, ViewerState
+    from lungview.gui.view3d import make_3d_view
+
+    _, ph = gui_scan
+    st = ViewerState()
+    view = make_3d_view(st)
+    assert view.gl is not None, "the 3D view could not open an OpenGL window"
+    view.resize(400, 300)
+    view.show()
+    st.set_volume(ph.volume)
+    n = ph.nodules[0]
+    det = Detection(n.center_xyz, n.center_irc, n.diameter_mm, 1.0, 0.99, 0.8, "size estimate", "15-30 mm")
+    st.set_findings(Findings(detections=[det], lung_small=ph.lung_mask[:, ::2, ::2], lung_step=2))
+    gl = view.gl
+    assert gl.surface is not None and len(gl.spheres) == 1
+    x, y = gl.project(gl.centers)[0]
+    assert gl.nodule_at(x + 3, y - 3) == 0 and gl.nodule_at(x + 80, y + 80) is None
+    st.set_cursor((0, 0, 0))
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QMouseEvent
+
+    for kind in (QMouseEvent.MouseButtonPress, QMouseEvent.MouseButtonRelease):
+        ev = QMouseEvent(kind, QPointF(x, y), QPointF(x, y), Qt.LeftButton, Qt.LeftButton, Qt.NoModifier)
+        (gl.mousePressEvent if kind == QMouseEvent.MouseButtonPress else gl.mouseReleaseEvent)(ev)
+    assert tuple(st.cursor) == tuple(np.rint(n.center_irc).astype(int))
+    view.close()
+    gl.destroy()  # release the GL window before the application goes
+    view.deleteLater()
+    qtbot.wait(50)
