@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian,
