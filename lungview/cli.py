@@ -70,6 +70,7 @@ def volume_info(vol: CtVolume) -> dict:
              "description": s.description} for s in vol.other_series
         ],
         "warnings": list(vol.warnings),
+        "interpolated_slices": list(vol.interpolated_slices),
     }
 
 
@@ -104,7 +105,7 @@ def _cmd_info(args) -> int:
     from lungview.io import open_volume
 
     with cli_progress("opening") as progress:
-        vol = open_volume(args.path, series=args.series, progress=progress)
+        vol = open_volume(args.path, series=args.series, progress=progress, allow_gaps=args.allow_gaps)
     info = volume_info(vol)
     print(json.dumps(info, indent=2) if args.json else _format_info(info))
     return 0
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a scan: shape, spacing, geometry, warnings")
     info.add_argument("path", help="DICOM folder or file, .mhd/.mha, .nii/.nii.gz, .nrrd/.nhdr")
     info.add_argument("--series", help="SeriesInstanceUID (or unique prefix) when a folder holds several")
+    info.add_argument("--allow-gaps", action="store_true",
+                      help="fill runs of more than two missing slices by interpolation instead of refusing")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--debug", action="store_true", help="show tracebacks")
     info.set_defaults(func=_cmd_info)
@@ -132,6 +135,8 @@ def viewer_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="scan to open: DICOM folder or file, .mhd/.mha, .nii/.nii.gz, .nrrd")
     p.add_argument("--demo", action="store_true", help="a synthetic phantom with the shipped demo models")
     p.add_argument("--series", help="SeriesInstanceUID when a folder holds several")
+    p.add_argument("--allow-gaps", action="store_true",
+                   help="fill runs of more than two missing slices by interpolation instead of refusing")
     p.add_argument("--seg-model")
     p.add_argument("--cls-model")
     p.add_argument("--mal-model")

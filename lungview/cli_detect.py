@@ -6,7 +6,8 @@ import json
 import sys
 
 from lungview.core import LungViewError
-
+from lungview.core.findings import NO_MALIGNANCY
+from lungview.inference.evaluate import MAX_MARKS
 
 
 def add_commands(sub, parser_class) -> None:
@@ -21,16 +22,26 @@ def add_commands(sub, parser_class) -> None:
     det.add_argument("--threshold", type=float, default=0.5,
                      help="list detections with p_nodule >= this (0 lists every candidate, for FROC)")
     det.add_argument("--series", help="SeriesInstanceUID when a folder holds several")
+    det.add_argument("--allow-gaps", action="store_true",
+                     help="fill runs of more than two missing slices by interpolation instead of refusing the scan")
     det.add_argument("--out", help="write the detections to FILE.csv or FILE.json")
     det.add_argument("--json", action="store_true", help="print one JSON object")
     det.add_argument("--debug", action="store_true", help="show tracebacks")
     det.set_defaults(func=cmd_detect)
 
-    ev = sub.add_parser("evaluate", help="score detections against annotations (LUNA16 and book rules)")
-    ev.add_argument("detections", help="detect's .csv or .json")
-    ev.add_argument("annotations", help="LUNA16-style annotations.csv (optional 'malignant' column)")
-    ev.add_argument("--threshold", type=float, default=0.5)
-    ev.add_argument("--scans", type=int, help="number of scans (default: those in the detections)")
+    ev = sub.add_parser("evaluate", help="score detections as LUNA16's official evaluation does (and the book's rule)")
+    ev.add_argument("detections", help="detect's .csv or .json, or any LUNA16 results CSV")
+    ev.add_argument("annotations", help="LUNA16 annotations.csv (an optional 'malignant' column fills the confusion table)")
+    ev.add_argument("--seriesuids", metavar="FILE",
+                    help="LUNA16's seriesuids.csv: the scans that count (default: those in the detections file)")
+    ev.add_argument("--excluded", metavar="FILE",
+                    help="LUNA16's annotations_excluded.csv: marks on these count neither as hits nor as false positives")
+    ev.add_argument("--max-marks", type=int, default=MAX_MARKS, metavar="N",
+                    help=f"keep the N most probable marks per scan, as LUNA16 (default {MAX_MARKS}; 0: all)")
+    ev.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                    help="confidence intervals from N resamplings of the scans (LUNA16 used 1000)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    ev.add_argument("--threshold", type=float, default=0.5, help="operating point for sensitivity and FP/scan")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--debug", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
@@ -69,7 +80,7 @@ def cmd_detect(args) -> int:
                disable=len(args.paths) == 1 and args.json)
     for path in bar:
         try:
-            vol = open_volume(path, series=args.series)
+            vol = open_volume(path, series=args.series, allow_gaps=args.allow_gaps)
 
             def progress(done, total, message, _bar=bar):
                 _bar.set_postfix_str(f"{message} {done}/{total}", refresh=False)
@@ -107,7 +118,7 @@ def _print_scans(scans, threshold) -> None:
         print(f"{scan['path']}  ({scan['series_uid'] or 'no series UID'})")
         print(f"  device: {scan['device']}")
         for role, m in scan["models"].items():
-            print(f"  {role:12} {m['label'] + ' [' + m['origin'] + ']' if m else 'size estimate'}")
+            print(f"  {role:12} {m['label'] + ' [' + m['origin'] + ']' if m else NO_MALIGNANCY}")
         t = scan["timings_s"]
         print("  timings: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + f"; total {sum(t.values()):.2f} s")
         for note in scan["notes"]:
@@ -115,34 +126,77 @@ def _print_scans(scans, threshold) -> None:
         dets = scan["detections"]
         print(f"  {len(dets)} detection(s) with p_nodule >= {threshold:g} of {scan['candidates']} candidates")
         if dets:
-            print(f"  {'x mm':>8} {'y mm':>8} {'z mm':>8} {'p_nod':>6} {'p_mal':>6} {'diam mm':>8}  size")
+            print(f"  {'x mm':>8} {'y mm':>8} {'z mm':>8} {'p_nod':>6} {'p_mal':>6} {'diam':>6} {'long':>6} "
+                  f"{'short':>6} {'mm3':>8}  size")
         for d in dets:
             x, y, z = d["center_xyz"]
-            print(f"  {x:8.1f} {y:8.1f} {z:8.1f} {d['p_nodule']:6.3f} {d['p_malignant']:6.3f} "
-                  f"{d['diameter_mm']:8.1f}  {d['size_category']}")
+            p_mal = "-" if d["p_malignant"] is None else f"{d['p_malignant']:.3f}"
+            print(f"  {x:8.1f} {y:8.1f} {z:8.1f} {d['p_nodule']:6.3f} {p_mal:>6} {d['diameter_mm']:6.1f} "
+                  f"{d['long_axis_mm']:6.1f} {d['short_axis_mm']:6.1f} {d['volume_mm3']:8.0f}  {d['size_category']}"
+                  + "".join(f"  ({n})" for n in d["notes"]))
+
+
+def _truths(path: str, excluded: bool):
+    from lungview.inference.evaluate import Truth
+    from lungview.io.annotations import read_annotations
+
+    out = []
+    for a in read_annotations(path):
+        flag = a.extra.get("malignant")
+        malignant = None if flag in (None, "") else str(flag).strip().lower() in ("1", "true", "yes")
+        out.append(Truth(a.series_uid, a.center_xyz, a.diameter_mm, malignant, excluded))
+    return out
 
 
 def cmd_evaluate(args) -> int:
     from lungview.detect_io import read_detections
-    from lungview.inference.evaluate import RULES, Truth, evaluate
-    from lungview.io.annotations import read_annotations
+    from lungview.inference.evaluate import RULES, evaluate
+    from lungview.io.annotations import read_seriesuids
 
-    dets, scans = read_detections(args.detections)
-    truths = []
-    for a in read_annotations(args.annotations):
-        flag = a.extra.get("malignant")
-        malignant = None if flag in (None, "") else str(flag).strip().lower() in ("1", "true", "yes")
-        truths.append(Truth(a.series_uid, a.center_xyz, a.diameter_mm, malignant))
-    n_scans = args.scans or len(scans) or 1
-    results = [evaluate(dets, truths, n_scans, rule, args.threshold) for rule in RULES]
+    if args.max_marks < 0 or args.bootstrap < 0:
+        raise LungViewError("--max-marks and --bootstrap must not be negative")
+    dets, found = read_detections(args.detections)
+    truths = _truths(args.annotations, False) + (_truths(args.excluded, True) if args.excluded else [])
+    warnings = []
+    if args.seriesuids:
+        scans = read_seriesuids(args.seriesuids)
+        stray = len({d.scan for d in dets} - set(scans))
+        if stray:
+            warnings.append(f"{stray} scan(s) of the detections file are not in {args.seriesuids} and were ignored")
+    else:
+        scans = found
+        warnings.append(f"no --seriesuids: counting the {len(scans)} scan(s) named in {args.detections}; "
+                        "scans without any mark are missing from a CSV, which overstates FP/scan and "
+                        "leaves their nodules out")
+    if not scans:
+        raise LungViewError(f"{args.detections}: no scans to evaluate")
+    wanted = set(scans)
+    outside = sum(1 for t in truths if t.scan not in wanted and not t.excluded)
+    if outside:
+        warnings.append(f"{outside} annotation(s) of scans that are not evaluated were ignored")
+    results = [evaluate(dets, truths, scans, rule, args.threshold, args.max_marks, args.bootstrap, args.seed)
+               for rule in RULES]
     if args.json:
-        print(json.dumps({"evaluations": [r.to_dict() for r in results]}, indent=2))
+        print(json.dumps({"evaluations": [r.to_dict() for r in results], "warnings": warnings}, indent=2))
         return 0
+    for w in warnings:
+        sys.stderr.write(f"lungview: warning: {w}\n")
     for r in results:
         print(f"rule {r.rule}: {r.true_positives}/{r.nodules} nodules found (sensitivity {r.sensitivity:.3f}), "
               f"{r.false_positives} false positives ({r.fp_per_scan:.2f} per scan over {r.scans} scans) "
               f"at p_nodule >= {r.threshold:g}")
+        extra = []
+        if r.excluded_nodules:
+            extra.append(f"{r.excluded_nodules} excluded annotations, {r.ignored_on_excluded} marks on them ignored")
+        if r.double_detections:
+            extra.append(f"{r.double_detections} second marks on a nodule ignored")
+        if extra:
+            print("  " + "; ".join(extra))
         print("  FROC: " + ", ".join(f"{k:g} FP/scan {v:.3f}" for k, v in r.froc.items()) + f"; CPM {r.cpm:.3f}")
+        if r.bootstrap:
+            b = r.bootstrap
+            print(f"  bootstrap ({b['samples']} resamplings of the scans, {100 * b['confidence']:.0f}% interval): "
+                  f"CPM {b['cpm']['low']:.3f} .. {b['cpm']['high']:.3f}")
         cols = list(next(iter(r.confusion.values())))
         print("  " + " " * 12 + "".join(f"{c:>16}" for c in cols))
         for row, counts in r.confusion.items():

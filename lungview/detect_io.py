@@ -13,8 +13,8 @@ from lungview.core import LungViewError
 from lungview.core.atomic import write_text_atomic
 from lungview.inference.evaluate import ScoredDetection
 
-CSV_EXTRA = ("p_malignant", "malignancy_source", "diameter_mm", "volume_mm3", "size_category",
-             "index", "row", "col")
+CSV_EXTRA = ("p_malignant", "malignancy_source", "diameter_mm", "volume_mm3", "long_axis_mm", "short_axis_mm",
+             "mean_diameter_mm", "size_category", "size_source", "index", "row", "col", "notes")
 
 
 def scans_to_csv(scans: list[dict]) -> str:
@@ -25,8 +25,11 @@ def scans_to_csv(scans: list[dict]) -> str:
         for d in scan["detections"]:
             x, y, z = d["center_xyz"]
             i, r, c = d["center_irc"]
-            w.writerow([scan["series_uid"], x, y, z, d["p_nodule"], d["p_malignant"], d["malignancy_source"],
-                        d["diameter_mm"], d["volume_mm3"], d["size_category"], i, r, c])
+            p_mal = "" if d["p_malignant"] is None else d["p_malignant"]
+            w.writerow([scan["series_uid"], x, y, z, d["p_nodule"], p_mal, d["malignancy_source"],
+                        d["diameter_mm"], d["volume_mm3"], d["long_axis_mm"], d["short_axis_mm"],
+                        d["mean_diameter_mm"], d["size_category"], d["size_source"], i, r, c,
+                        "; ".join(d["notes"])])
     return buf.getvalue()
 
 
@@ -41,8 +44,13 @@ def write_results(path: str | os.PathLike, scans: list[dict]) -> None:
         raise LungViewError(f"{path}: --out must end in .csv or .json")
 
 
-def read_detections(path: str | os.PathLike) -> tuple[list[ScoredDetection], set[str]]:
-    """Detections and the set of scans they cover (JSON lists scans without detections too)."""
+def _optional(value) -> float | None:
+    return None if value in (None, "") else float(value)
+
+
+def read_detections(path: str | os.PathLike) -> tuple[list[ScoredDetection], list[str]]:
+    """Detections and the scans they cover, in file order (a JSON lists scans without
+    detections too; a CSV cannot)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -54,8 +62,8 @@ def read_detections(path: str | os.PathLike) -> tuple[list[ScoredDetection], set
         try:
             scans = json.loads(text)["scans"]
             dets = [ScoredDetection(s["series_uid"] or s["path"], tuple(d["center_xyz"]), float(d["p_nodule"]),
-                                    float(d.get("p_malignant", 0.0))) for s in scans for d in s["detections"]]
-            return dets, {s["series_uid"] or s["path"] for s in scans}
+                                    _optional(d.get("p_malignant"))) for s in scans for d in s["detections"]]
+            return dets, list(dict.fromkeys(s["series_uid"] or s["path"] for s in scans))
         except (ValueError, KeyError, TypeError) as exc:
             raise LungViewError(f"{path}: not a lungview detect JSON ({type(exc).__name__}: {exc})") from None
     rows = list(csv.DictReader(io.StringIO(text)))
@@ -64,7 +72,7 @@ def read_detections(path: str | os.PathLike) -> tuple[list[ScoredDetection], set
         raise LungViewError(f"{path}: CSV needs the columns {', '.join(need)}")
     try:
         dets = [ScoredDetection(r["seriesuid"], (float(r["coordX"]), float(r["coordY"]), float(r["coordZ"])),
-                                float(r["probability"]), float(r.get("p_malignant") or 0.0)) for r in rows]
+                                float(r["probability"]), _optional(r.get("p_malignant"))) for r in rows]
     except ValueError as exc:
         raise LungViewError(f"{path}: non-numeric value ({exc})") from None
-    return dets, {d.scan for d in dets}
+    return dets, list(dict.fromkeys(d.scan for d in dets))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-# Fleischner-style size bands (solid nodules), by longest-axis-equivalent diameter.
+# Fleischner-style size bands (solid nodules), by the mean of long and short axis.
 SIZE_CATEGORIES = ((6.0, "<6 mm"), (8.0, "6-8 mm"), (15.0, "8-15 mm"), (30.0, "15-30 mm"))
+NO_MALIGNANCY = "no malignancy model"
 
 
 def size_category(diameter_mm: float) -> str:
@@ -19,19 +20,30 @@ def size_category(diameter_mm: float) -> str:
 class Detection:
     center_xyz: tuple[float, float, float]
     center_irc: tuple[float, float, float]
-    diameter_mm: float
+    diameter_mm: float  # equivalent-sphere diameter of the measured nodule (LUNA16's diameter_mm)
     volume_mm3: float
+    long_axis_mm: float  # axial plane, on the slice of largest extent
+    short_axis_mm: float  # perpendicular to the long axis
     p_nodule: float
-    p_malignant: float
-    malignancy_source: str  # "model: NAME" or "size estimate"
-    size_category: str
+    p_malignant: float | None  # None without a malignancy model: never a made-up number
+    malignancy_source: str  # "model: NAME" or NO_MALIGNANCY
+    size_category: str  # from mean_diameter_mm
+    notes: tuple[str, ...] = ()  # e.g. centred on an interpolated slice
+    size_source: str = "scan"  # "scan": measured; "segmentation": the candidate's blob (unlikely ones)
+
+    @property
+    def mean_diameter_mm(self) -> float:
+        """Mean of long and short axis to 0.1 mm: the size of Fleischner and Lung-RADS."""
+        return round((self.long_axis_mm + self.short_axis_mm) / 2.0 + 1e-9, 1)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["center_xyz"] = [round(float(v), 3) for v in self.center_xyz]
         d["center_irc"] = [round(float(v), 2) for v in self.center_irc]
-        for key in ("diameter_mm", "volume_mm3"):
+        for key in ("diameter_mm", "volume_mm3", "long_axis_mm", "short_axis_mm"):
             d[key] = round(float(d[key]), 2)
-        for key in ("p_nodule", "p_malignant"):
-            d[key] = round(float(d[key]), 4)
+        d["mean_diameter_mm"] = self.mean_diameter_mm
+        d["p_nodule"] = round(float(self.p_nodule), 4)
+        d["p_malignant"] = None if self.p_malignant is None else round(float(self.p_malignant), 4)
+        d["notes"] = list(self.notes)
         return d

@@ -18,6 +18,8 @@ class SeriesSummary:
     files: int
     description: str = ""
     shape: tuple[int, int, int] | None = None
+    slice_thickness_mm: float | None = None
+    series_number: str = ""
 
 
 @dataclass
@@ -36,6 +38,8 @@ class CtVolume:
     files: int = 1
     other_series: list[SeriesSummary] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Slices made by interpolation (missing or resampled), not measured: shown and reported as such.
+    interpolated_slices: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.hu.ndim != 3:

@@ -111,7 +111,8 @@ class DetectionsPanel(QWidget):
         self.table.setRowCount(len(self.rows))
         for i, d in enumerate(self.rows):
             x, y, z = d.center_xyz
-            values = [(d.p_nodule, f"{d.p_nodule:.3f}"), (d.p_malignant, f"{d.p_malignant:.3f}"),
+            p_mal = (-1.0, "—") if d.p_malignant is None else (d.p_malignant, f"{d.p_malignant:.3f}")
+            values = [(d.p_nodule, f"{d.p_nodule:.3f}"), p_mal,
                       (d.diameter_mm, f"{d.diameter_mm:.1f}"), (d.diameter_mm, d.size_category),
                       (x, f"{x:.1f}"), (y, f"{y:.1f}"), (z, f"{z:.1f}")]
             for j, (v, text) in enumerate(values):

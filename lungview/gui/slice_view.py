@@ -19,8 +19,13 @@ pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
 OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "S": "I", "I": "S"}
 
 
-def malignancy_color(p: float) -> QColor:
-    """Green (benign) through yellow to red (malignant)."""
+NO_MALIGNANCY_COLOR = (80, 200, 255)  # markers when no malignancy model ran: one neutral colour
+
+
+def malignancy_color(p: float | None) -> QColor:
+    """Green (benign) through yellow to red (malignant); cyan without a malignancy model."""
+    if p is None:
+        return QColor(*NO_MALIGNANCY_COLOR)
     p = float(np.clip(p, 0.0, 1.0))
     r = int(255 * min(1.0, 2 * p))
     g = int(255 * min(1.0, 2 * (1 - p)))
@@ -183,7 +188,8 @@ class SliceView(pg.GraphicsLayoutWidget):
             pen.setWidthF(2.0)
             pen.setCosmetic(True)
             item.setPen(pen)
-            item.setToolTip(f"p_nodule {d.p_nodule:.2f}, p_malignant {d.p_malignant:.2f}, {d.diameter_mm:.1f} mm")
+            mal = "no malignancy model" if d.p_malignant is None else f"p_malignant {d.p_malignant:.2f}"
+            item.setToolTip(f"p_nodule {d.p_nodule:.2f}, {mal}, {d.diameter_mm:.1f} mm ({d.size_category})")
             self.box.addItem(item)
             self.markers.append(item)
 

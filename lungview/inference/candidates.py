@@ -1,6 +1,8 @@
 """Candidates from the segmentation: threshold, one erosion, connected components and
-HU-weighted centres as the book does, then fragments of one nodule merged into one candidate.
-Works on the bounding box of the segmented region only."""
+HU-weighted centres as the book does, then fragments of one nodule merged into one candidate —
+only where each fragment's centre lies inside the other's extent, for every pair of a group
+(complete linkage: never a chain), and never farther apart than MERGE_MAX_MM. Works on the
+bounding box of the segmented region only."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from lungview.inference.lungmask import LungMask
 
 THRESHOLD = 0.5
 MIN_RESCUE_MM = 3.0  # smallest blob (equivalent diameter) kept when erosion deletes it whole
+MERGE_MAX_MM = 15.0  # fragments farther apart than this are never one nodule (30 mm: a mass)
 
 
 @dataclass
@@ -49,17 +52,15 @@ def erode6(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def find_candidates(vol: CtVolume, prob: np.ndarray, mask: LungMask | None = None,
-                    threshold: float = THRESHOLD, merge_mm: float = 3.0) -> list[Candidate]:
-    """`prob`: uint8 probabilities * 255 (Segmentation.prob). Candidates whose centre falls
-    outside the lung mask are dropped."""
+def _fragments(vol: CtVolume, prob: np.ndarray, threshold: float):
+    """The book's eroded components (plus rescued blobs) as (label per voxel, voxel coordinates,
+    raw component per label, count), or None when nothing is segmented."""
     level = int(round(threshold * 255))
     box, hot = _box(prob, level)
     if box is None:
-        return []
+        return None
     hot = hot[box]
-    eroded = erode6(hot)
-    labels, n = ndimage.label(eroded)
+    labels, n = ndimage.label(erode6(hot))
     raw, n_raw = ndimage.label(hot)
     # Everything below works on the foreground voxels only (a few per cent of the box).
     flat = np.flatnonzero(hot)
@@ -71,8 +72,7 @@ def find_candidates(vol: CtVolume, prob: np.ndarray, mask: LungMask | None = Non
     has_core = np.zeros(n_raw + 1, dtype=bool)
     has_core[raw_fg[lab_fg > 0]] = True
     sizes = np.bincount(raw_fg, minlength=n_raw + 1)
-    min_voxels = (np.pi / 6.0) * MIN_RESCUE_MM**3 / float(np.prod(vol.spacing_irc))
-    rescued = np.flatnonzero(~has_core & (sizes >= min_voxels))
+    rescued = np.flatnonzero(~has_core & (sizes >= _min_voxels(vol)))
     rescued = rescued[rescued > 0]
     if rescued.size:
         lookup = np.zeros(n_raw + 1, dtype=np.int64)
@@ -80,43 +80,50 @@ def find_candidates(vol: CtVolume, prob: np.ndarray, mask: LungMask | None = Non
         lab_fg = np.where(lab_fg > 0, lab_fg, lookup[raw_fg])
         n += rescued.size
     if n == 0:
-        return []
+        return None
     keep = lab_fg > 0
     flat, lab = flat[keep], lab_fg[keep] - 1
-    coords = np.unravel_index(flat, hot.shape)
-    offset = [b.start for b in box]
-    hu = vol.hu[tuple(c + o for c, o in zip(coords, offset))]
+    raw_of = np.zeros(n, dtype=np.int64)
+    raw_of[lab] = raw_fg[keep]
+    coords = tuple(c + b.start for c, b in zip(np.unravel_index(flat, hot.shape), box))
+    return lab, coords, raw_of, n
+
+
+def _min_voxels(vol: CtVolume) -> float:
+    return (np.pi / 6.0) * MIN_RESCUE_MM**3 / float(np.prod(vol.spacing_irc))
+
+
+def _stats(vol: CtVolume, lab: np.ndarray, coords, n: int):
+    """Per label: HU-weighted mass, HU-weighted centre (irc), voxel count (the book's centres)."""
+    hu = vol.hu[coords]
     weights = np.clip(hu, -1000, 1000).astype(np.float64) + 1001.0  # the book's HU weighting
     mass = np.bincount(lab, weights=weights, minlength=n)
-    centers = np.stack([np.bincount(lab, weights=weights * (c + o), minlength=n) / mass
-                        for c, o in zip(coords, offset)], axis=1)
-    counts = np.bincount(lab, minlength=n)
-    return _merge_fragments(vol, centers, mass, counts, mask, merge_mm)
+    centers = np.stack([np.bincount(lab, weights=weights * c, minlength=n) / mass for c in coords], axis=1)
+    return mass, centers, np.bincount(lab, minlength=n)
 
 
-def _merge_fragments(vol, centers, mass, counts, mask, merge_mm) -> list[Candidate]:
-    """Components closer than their combined radii plus `merge_mm` are one nodule split by the
-    erosion or by a weak spot in the segmentation."""
+def find_candidates(vol: CtVolume, prob: np.ndarray, mask: LungMask | None = None,
+                    threshold: float = THRESHOLD, merge: bool = True) -> list[Candidate]:
+    """`prob`: uint8 probabilities * 255 (Segmentation.prob). Candidates whose centre falls
+    outside the lung mask are dropped. `merge`: crumbs and fragments of one nodule joined."""
+    found = _fragments(vol, prob, threshold)
+    if found is None:
+        return []
+    lab, coords, raw_of, n = found
     spacing = np.asarray(vol.spacing_irc, dtype=np.float64)
-    pos = centers * spacing
-    radius = np.cbrt(3.0 * counts * float(np.prod(spacing)) / (4.0 * np.pi)) + spacing.max()
-    parent = np.arange(len(pos))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    if len(pos) > 1:
-        reach = 2.0 * radius.max() + merge_mm
-        for i, j in cKDTree(pos).query_pairs(reach):
-            if np.linalg.norm(pos[i] - pos[j]) < radius[i] + radius[j] + merge_mm:
-                parent[root(i)] = root(j)
-    roots = np.array([root(i) for i in range(len(pos))])
+    mass, centers, counts = _stats(vol, lab, coords, n)
+    if merge:
+        # Crumbs the erosion chipped off a larger fragment join the nearest larger fragment of
+        # the same blob (within MERGE_MAX_MM), so that they do not become candidates of their own.
+        parent = crumb_parents(centers * spacing, counts, raw_of, _min_voxels(vol))
+        _, lab = np.unique(parent[lab], return_inverse=True)
+        n = int(lab.max()) + 1
+        mass, centers, counts = _stats(vol, lab, coords, n)
+        groups = merge_groups(centers * spacing, _radii(counts, spacing))
+    else:
+        groups = [[i] for i in range(n)]
     out = []
-    for r in np.unique(roots):
-        members = roots == r
+    for members in groups:
         w = mass[members]
         center = (centers[members] * w[:, None]).sum(axis=0) / w.sum()
         out.append(Candidate(center_irc=center, voxels=int(counts[members].sum())))
@@ -124,3 +131,54 @@ def _merge_fragments(vol, centers, mass, counts, mask, merge_mm) -> list[Candida
         inside = mask.contains_irc(np.array([c.center_irc for c in out]))
         out = [c for c, ok in zip(out, inside) if ok]
     return out
+
+
+def crumb_parents(pos_mm: np.ndarray, counts: np.ndarray, raw_of: np.ndarray, min_voxels: float) -> np.ndarray:
+    """For each fragment, the fragment it belongs to: itself, or for a crumb (fewer than
+    `min_voxels`) the nearest fragment of at least that size in the same raw blob, when one is
+    closer than MERGE_MAX_MM."""
+    parent = np.arange(len(counts))
+    big = counts >= min_voxels
+    by_blob: dict[int, list[int]] = {}
+    for i in np.flatnonzero(big):
+        by_blob.setdefault(int(raw_of[i]), []).append(int(i))
+    for i in np.flatnonzero(~big):
+        siblings = np.array(by_blob.get(int(raw_of[i]), []), dtype=np.int64)
+        if siblings.size:
+            d = np.linalg.norm(pos_mm[siblings] - pos_mm[i], axis=1)
+            if d.min() < MERGE_MAX_MM:
+                parent[i] = siblings[int(np.argmin(d))]
+    return parent
+
+
+def _radii(counts: np.ndarray, spacing_irc) -> np.ndarray:
+    """Equivalent radius in mm of each fragment, plus the voxel layer the erosion took off."""
+    spacing = np.asarray(spacing_irc, dtype=np.float64)
+    return np.cbrt(3.0 * counts * float(np.prod(spacing)) / (4.0 * np.pi)) + float(spacing.mean())
+
+
+def merge_groups(pos_mm: np.ndarray, radius_mm: np.ndarray, max_mm: float = MERGE_MAX_MM) -> list[list[int]]:
+    """Fragments a and b may be one nodule when |a - b| < min(max(r_a, r_b), max_mm): the
+    centre of one lies inside the extent of the other, as for the pieces of one nodule split by
+    a weak spot, and unlike two nodules side by side or a nodule and a vessel piece. Closest
+    pairs first; two groups join only when every cross pair qualifies (no chains)."""
+    n = len(pos_mm)
+    group = list(range(n))
+    members = {i: [i] for i in range(n)}
+    if n < 2:
+        return [members[i] for i in range(n)]
+
+    def ok(a: int, b: int) -> bool:
+        return np.linalg.norm(pos_mm[a] - pos_mm[b]) < min(max(radius_mm[a], radius_mm[b]), max_mm)
+
+    pairs = cKDTree(pos_mm).query_pairs(min(float(radius_mm.max()), max_mm), output_type="ndarray")
+    if len(pairs):
+        dist = np.linalg.norm(pos_mm[pairs[:, 0]] - pos_mm[pairs[:, 1]], axis=1)
+        for i, j in pairs[np.argsort(dist, kind="stable")]:
+            gi, gj = group[i], group[j]
+            if gi == gj or not all(ok(a, b) for a in members[gi] for b in members[gj]):
+                continue
+            for m in members[gj]:
+                group[m] = gi
+            members[gi] += members.pop(gj)
+    return [sorted(m) for _, m in sorted(members.items())]

@@ -1,5 +1,6 @@
-"""Classification of candidates with the book's LunaModel: 32x48x48 voxel crops (shifted to
-stay inside the volume at the edges, as the book does), HU clipped to [-1000, 1000]."""
+"""Classification of candidates with the book's LunaModel: crops of the model card's size (the
+book's 32x48x48 voxels, shifted to stay inside the volume at the edges, as the book does), HU
+clipped to the card's range ([-1000, 1000])."""
 
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ import torch
 from lungview.core import CtVolume
 from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
 from lungview.inference.device import DeviceInfo, autocast, smaller_batch
+from lungview.models.checkpoint import ModelCard, book_card
 
-CROP_IRC = (32, 48, 48)
-
-
-def crop(hu: np.ndarray, center_irc, size=CROP_IRC) -> np.ndarray:
+def crop(hu: np.ndarray, center_irc, size) -> np.ndarray:
     """The book's getRawCandidate: a box of `size` around the rounded centre, moved inside the
     volume where it would stick out; padded with air only when the volume is smaller."""
     starts, pads = [], []
@@ -31,10 +30,21 @@ def crop(hu: np.ndarray, center_irc, size=CROP_IRC) -> np.ndarray:
     return out
 
 
+def classifier_input(hu: np.ndarray, center_irc, card: ModelCard) -> np.ndarray:
+    """The float32 crop a classifier sees (inference and training alike): the card's crop size
+    and HU clip."""
+    x = crop(hu, center_irc, card.crop).astype(np.float32)
+    np.clip(x, *card.hu_clip, out=x)
+    return x
+
+
 def classify(vol: CtVolume, centers, model: torch.nn.Module, device: DeviceInfo,
              batch_size: int = 64, progress: ProgressCallback = no_progress,
-             cancel: CancelToken | None = None, label: str = "classifying") -> np.ndarray:
-    """Probability of class 1 (nodule, or malignant) for each centre."""
+             cancel: CancelToken | None = None, label: str = "classifying",
+             card: ModelCard | None = None) -> np.ndarray:
+    """Probability of class 1 (nodule, or malignant) for each centre; input as the model card
+    says (the book's when no card is given)."""
+    card = card or book_card("nodule", "book LunaModel")
     centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
     out = np.zeros(len(centers), dtype=np.float64)
     # channels-last-3d: twice as fast for these small 3D convolutions on CPUs (measured).
@@ -43,8 +53,7 @@ def classify(vol: CtVolume, centers, model: torch.nn.Module, device: DeviceInfo,
     progress(0, len(centers), label)
     while done < len(centers):
         part = centers[done:done + batch_size]
-        batch = np.stack([crop(vol.hu, c) for c in part]).astype(np.float32)
-        np.clip(batch, -1000.0, 1000.0, out=batch)
+        batch = np.stack([classifier_input(vol.hu, c, card) for c in part])
         x = torch.from_numpy(batch)[:, None].to(device.device)
         x = x.contiguous(memory_format=torch.channels_last_3d)
         try:

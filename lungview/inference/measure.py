@@ -1,54 +1,283 @@
-"""Nodule size measured from the scan: the connected region of nodule density around the
-centre, kept within the segmented blob (so that vessels and the chest wall do not count)."""
+"""Nodule size as radiologists measure it, from a nodule mask grown in the scan.
+
+The mask: voxels denser than half-way between the nodule's edge and the surrounding lung (the
+half-maximum level, where a blurred edge crosses the true surface), connected to the centre,
+within a ball limited in mm, inside the lung mask, and opened with a small ball so that vessels
+and spicules thinner than it do not count. The level is found in two passes: a low one that
+also takes in ground-glass, then the half-way level for the density just inside the nodule's
+edge (solid tissue for a solid nodule, ground glass for a part-solid or ground-glass one).
+
+From the mask: the volume, the equivalent-sphere diameter (`diameter_mm`, what LUNA16's
+diameter_mm is compared with), and on the axial slice of largest extent the long axis (largest
+Feret diameter) and the short axis (largest extent perpendicular to it); their mean is the size
+that Fleischner and Lung-RADS categories use.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from lungview.core import CtVolume
 
-MAX_RADIUS_MM = 30.0
-LUNG_HU = -850.0
+MAX_RADIUS_MM = 30.0  # the largest nodule measured (3 cm; larger is a mass) reaches this far
+MIN_RADIUS_MM = 8.0  # smallest probe around a candidate
+PROBE_MM = 16.0  # probe without a candidate size
+LUNG_HU = -850.0  # used when the surroundings hold too little lung to estimate it
+GROUND_GLASS_ABOVE_LUNG = 150.0  # first pass: ground glass is at least this much denser than lung
+OPENING_FRACTION = 0.5  # second pass: of the inscribed radius ...
+OPENING_CAP_MM = 5.0  # ... at most this
+GROUND_GLASS_EDGE_HU = -300.0  # an edge below this is ground glass ...
+GROUND_GLASS_BAND = 250.0  # ... and the mask then stops this far above the edge density
 
 
-def measure(vol: CtVolume, prob: np.ndarray, center_irc, max_radius_mm: float = MAX_RADIUS_MM,
-            blob_voxels: int | None = None):
-    """(diameter_mm, volume_mm3): equivalent-sphere diameter of the measured region, within
-    `max_radius_mm` of the centre, or, given the candidate's blob size, within three times its
-    radius (small candidates are measured in a small box: most candidates are small)."""
+@dataclass(frozen=True)
+class NoduleSize:
+    diameter_mm: float  # equivalent-sphere diameter of the mask
+    volume_mm3: float
+    long_axis_mm: float  # axial plane, slice of largest extent
+    short_axis_mm: float  # perpendicular to the long axis, same slice
+    level_hu: float = 0.0  # the threshold the mask was grown at
+    voxels: int = 0
+
+    @property
+    def mean_diameter_mm(self) -> float:
+        """Mean of long and short axis, to 0.1 mm: the size of Fleischner and Lung-RADS."""
+        return round((self.long_axis_mm + self.short_axis_mm) / 2.0 + 1e-9, 1)
+
+
+def _dilate(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
+    """Dilation by a ball of `radius_mm`, exact in mm for any voxel spacing."""
+    if not mask.any():
+        return mask.copy()
+    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+
+
+def _erode(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
+    if mask.all():
+        return mask.copy()
+    return ndimage.distance_transform_edt(mask, sampling=spacing) > radius_mm
+
+
+def _open(mask, radius_mm: float, spacing) -> np.ndarray:
+    return _dilate(_erode(mask, radius_mm, spacing), radius_mm, spacing)
+
+
+def _grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, opening_mm: float,
+          upper: float | None = None) -> np.ndarray:
+    """The region above `level` (and below `upper`: ground glass) connected to the seed, opened
+    with a ball of `opening_mm` (vessels and spicules thinner than it fall off), then given back
+    what the opening shaved off its own surface: the part of the region within `opening_mm` of
+    the opened body (a vessel keeps only a stub that short). With `upper`, denser tissue inside
+    the ground glass (a solid core, a vessel running through) is added back."""
+    dense = (hu > level) & allowed
+    region = dense & (hu < upper) if upper is not None and hu[seed] < upper else dense
+    labels, _ = ndimage.label(region)
+    if labels[seed] == 0:
+        return np.zeros_like(region)
+    region = labels == labels[seed]
+    if upper is not None:
+        region |= dense & _inside_star(region, seed, spacing)
+    if opening_mm >= spacing.min():
+        labels, _ = ndimage.label(_open(region, opening_mm, spacing))
+        if labels[seed]:
+            body = labels == labels[seed]
+        else:  # the seed sat on a thin part: the largest opened part of its component
+            sizes = np.bincount(labels.ravel())
+            sizes[0] = 0
+            body = labels == int(np.argmax(sizes)) if labels.any() else region
+        labels, _ = ndimage.label(region & _dilate(body, opening_mm, spacing))
+        region = labels == labels[seed] if labels[seed] else body
+    return region
+
+
+def _inside_star(region: np.ndarray, seed, spacing, bins: tuple[int, int] = (24, 48)) -> np.ndarray:
+    """Voxels closer to the seed than the region reaches in their direction (the region seen
+    from the seed as a star-shaped body): a core or a vessel inside ground glass, not a vessel
+    alongside it."""
+    grids = np.meshgrid(*[(np.arange(n) - p) * s for n, p, s in zip(region.shape, seed, spacing)],
+                        indexing="ij", sparse=True)
+    z, y, x = grids
+    r = np.sqrt(z**2 + y**2 + x**2)
+    theta = np.arccos(np.clip(z / np.maximum(r, 1e-9), -1.0, 1.0))
+    phi = np.arctan2(y, x)
+    t = np.minimum((theta / np.pi * bins[0]).astype(int), bins[0] - 1)
+    f = np.minimum(((phi + np.pi) / (2 * np.pi) * bins[1]).astype(int), bins[1] - 1)
+    cell = t * bins[1] + f
+    reach = np.zeros(bins[0] * bins[1])
+    np.maximum.at(reach, cell[region], r[region])
+    return (r < reach[cell] - spacing.max()) | (r <= 1.5 * spacing.max())
+
+
+def _axes(region: np.ndarray, spacing) -> tuple[float, float]:
+    """(long, short) axis in mm on the axial slice where the long axis is largest."""
+    sy, sx = spacing[1], spacing[2]
+    pixel = 0.5 * (sx + sy)  # extent of a row of pixels = centre distance + one pixel
+    best = (0.0, 0.0)
+    for k in np.flatnonzero(region.any(axis=(1, 2))):
+        rows, cols = np.nonzero(region[k])
+        pts = np.column_stack([cols * sx, rows * sy]).astype(np.float64)
+        if len(pts) >= 3:
+            try:
+                pts = pts[ConvexHull(pts).vertices]
+            except QhullError:  # collinear pixels
+                pass
+        diff = pts[:, None, :] - pts[None, :, :]
+        dist = np.sqrt((diff**2).sum(axis=2))
+        i, j = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        long = float(dist[i, j]) + pixel
+        if long <= best[0]:
+            continue
+        u = (pts[j] - pts[i]) / dist[i, j] if dist[i, j] > 0 else np.array([1.0, 0.0])
+        across = pts @ np.array([-u[1], u[0]])
+        best = (long, float(across.max() - across.min()) + pixel)
+    return best
+
+
+def measure(vol: CtVolume, center_irc, blob_voxels: int | None = None,
+            max_radius_mm: float = MAX_RADIUS_MM) -> NoduleSize:
+    """Size of the nodule at `center_irc`. A probe around the centre finds the seed, the lung's
+    density and the nodule's inscribed radius r0 (in a box sized by `blob_voxels`, the
+    candidate's size in the segmentation, grown while r0 nears its edge); the mask is then
+    grown within 2 r0 + 4 mm of the seed (at most `max_radius_mm`)."""
     spacing = np.asarray(vol.spacing_irc, dtype=np.float64)
+    reach = PROBE_MM
     if blob_voxels:
         blob_radius = float(np.cbrt(3.0 * blob_voxels * np.prod(spacing) / (4.0 * np.pi)))
-        max_radius_mm = float(np.clip(3.0 * blob_radius + 2.0 * spacing.max(), 8.0, max_radius_mm))
-    reach = np.ceil(max_radius_mm / spacing).astype(int)
-    c = np.rint(np.asarray(center_irc, dtype=np.float64)).astype(int)
-    c = np.clip(c, 0, np.array(vol.shape) - 1)
-    lo = np.maximum(c - reach, 0)
-    hi = np.minimum(c + reach + 1, vol.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        reach = float(np.clip(2.0 * blob_radius + 2.0 * spacing.max(), MIN_RADIUS_MM, max_radius_mm))
+    c = np.clip(np.rint(np.asarray(center_irc, dtype=np.float64)).astype(int), 0, np.array(vol.shape) - 1)
+    while True:
+        probe = _probe(vol, c, reach, spacing)
+        if probe is None:  # no denser tissue at the centre: one voxel, so the candidate has a size
+            one = float(np.cbrt(6.0 * np.prod(spacing) / np.pi))
+            return NoduleSize(one, float(np.prod(spacing)), float(spacing[2]), float(spacing[1]), 0.0, 1)
+        seed, lung_hu, r0 = probe
+        if r0 + 2.0 * spacing.max() < reach or reach >= max_radius_mm:
+            break
+        reach = min(max_radius_mm, reach * 2.0)
+    return _measure_at(vol, seed, min(2.0 * r0 + 4.0, max_radius_mm), r0, lung_hu, spacing)
+
+
+def _probe(vol: CtVolume, c: np.ndarray, reach: float, spacing):
+    """(seed voxel, lung HU, inscribed radius r0 in mm) around `c`, or None without a nodule."""
+    box, lo = _box(vol, c, reach, spacing)
     hu = vol.hu[box].astype(np.float32)
-    seg = prob[box] > 63  # 0.25: the blob's soft edge still belongs to it
-    local = c - lo
-    core = hu[tuple(slice(max(0, x - 1), x + 2) for x in local)]
-    center_hu = float(np.median(core))
-    # Half-way between the nodule and aerated lung: solid and ground-glass alike.
-    level = float(np.clip((center_hu + LUNG_HU) / 2.0, -700.0, -300.0))
-    region = hu > level
-    grown = ndimage.binary_dilation(seg, iterations=2) if seg.any() else np.ones_like(seg)
-    region &= grown
-    labels, _ = ndimage.label(region)
-    label = labels[tuple(local)]
-    if label == 0:
-        # The centre is not dense (a ring-like or very faint candidate): use the blob itself.
-        labels, _ = ndimage.label(seg)
-        label = labels[tuple(local)]
-        if label == 0:
-            voxels = 1
-        else:
-            voxels = int(np.count_nonzero(labels == label))
-    else:
-        voxels = int(np.count_nonzero(labels == label))
+    ball = d2_from(c - lo, hu.shape, spacing) <= reach**2
+    lung_voxels = hu[ball & (hu < -500)]
+    lung_hu = float(np.clip(np.median(lung_voxels), -950, -700)) if lung_voxels.size > 50 else LUNG_HU
+    seed = _densest_near(hu, c - lo, spacing)
+    first = _component((hu > lung_hu + GROUND_GLASS_ABOVE_LUNG) & ball, seed)
+    if first is None:
+        return None
+    inner = ndimage.distance_transform_edt(first, sampling=spacing)
+    close = first & (d2_from(seed, hu.shape, spacing) <= 2.0**2)
+    r0 = float(inner[close].max() if close.any() else inner.max())
+    return np.array(seed) + lo, lung_hu, r0
+
+
+def blob_size(voxels: int, spacing_irc) -> NoduleSize:
+    """The size of a candidate's segmentation blob, as a sphere: for candidates too unlikely to
+    be worth measuring."""
+    volume = float(voxels * np.prod(spacing_irc))
+    d = float(np.cbrt(6.0 * volume / np.pi))
+    return NoduleSize(d, volume, d, d, 0.0, int(voxels))
+
+
+def _box(vol: CtVolume, c: np.ndarray, reach_mm: float, spacing):
+    steps = np.ceil(reach_mm / spacing).astype(int)
+    lo = np.maximum(c - steps, 0)
+    hi = np.minimum(c + steps + 1, vol.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)), lo
+
+
+def _lung_side(vol: CtVolume, c, box, reach_mm: float, radius_mm: float, spacing) -> np.ndarray:
+    """Where the lung is, over `box` within `reach_mm` of `c`: air (< -400 HU) closed with a
+    ball of `radius_mm`, so that nodules and vessels thinner than the ball lie inside it while
+    the chest wall, mediastinum and diaphragm beyond the pleura stay out (the morphological
+    opening of the tissue keeps only what a ball of that size fits in)."""
+    outer, _ = _box(vol, c, reach_mm + radius_mm, spacing)
+    kept = _open(vol.hu[outer] >= -400, radius_mm, spacing)
+    out = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+    both = [slice(max(b.start, o.start), min(b.stop, o.stop)) for b, o in zip(box, outer)]
+    out[tuple(slice(x.start - b.start, x.stop - b.start) for x, b in zip(both, box))] = \
+        ~kept[tuple(slice(x.start - o.start, x.stop - o.start) for x, o in zip(both, outer))]
+    return out
+
+
+def _edge_hu(hu, region, seed, r0: float, spacing) -> float:
+    """Density just inside the nodule's edge: the median of voxels 1-2.5 mm deep, measured in
+    the axial plane on the slices through the nodule's middle (the in-plane blur is small; the
+    slices above and below the middle are mostly partial volume)."""
+    sz = spacing[0]
+    half = max(1, int(np.floor(max(r0 / 2.0, sz) / sz)))
+    ks = range(max(0, seed[0] - half), min(region.shape[0], seed[0] + half + 1))
+    values = []
+    for k in ks:
+        depth = ndimage.distance_transform_edt(region[k], sampling=spacing[1:])
+        values.append(hu[k][(depth > 1.0) & (depth <= 2.5)])
+    shell = np.concatenate(values) if values else np.zeros(0)
+    return float(np.median(shell)) if shell.size >= 5 else float(np.median(hu[region]))
+
+
+def _component(mask: np.ndarray, seed) -> np.ndarray | None:
+    if not mask[seed]:
+        return None
+    labels, _ = ndimage.label(mask)
+    return labels == labels[seed]
+
+
+def _densest_near(hu: np.ndarray, local, spacing) -> tuple[int, int, int]:
+    """The densest voxel within about 1.5 mm of `local` (a ring-shaped centre still works)."""
+    half = np.maximum(1, np.round(1.5 / spacing)).astype(int)
+    near = tuple(slice(max(0, x - n), x + n + 1) for x, n in zip(local, half))
+    patch = hu[near]
+    return tuple(int(s.start + i) for s, i in zip(near, np.unravel_index(int(np.argmax(patch)), patch.shape)))
+
+
+def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_hu: float, spacing) -> NoduleSize:
+    """The mask within `limit` mm of the seed (a nodule reaches at most about twice its inscribed
+    radius from its centre; beyond, what is connected is a vessel or the chest wall)."""
+    box, lo = _box(vol, seed, limit + spacing.max(), spacing)
+    hu = vol.hu[box].astype(np.float32)
+    local = tuple(int(x) for x in seed - lo)
+    from_seed = d2_from(local, hu.shape, spacing)
+    allowed = from_seed <= limit**2
+    dense = _component(hu > lung_hu + GROUND_GLASS_ABOVE_LUNG, local)  # the box's edges are no border
+    wall = float(np.clip(1.5 * r0 + 3.0, 6.0, 25.0))
+    if ndimage.distance_transform_edt(dense, sampling=spacing).max() > wall:
+        # attached to something a ball of `wall` fits in: the chest wall, the mediastinum
+        allowed &= _lung_side(vol, seed, box, limit + 3.0, wall, spacing)
+    first = _component(dense & allowed, local)
+    if first is None:
+        first = dense & allowed
+    region, level = _second_pass(hu, first, allowed, local, r0, lung_hu, spacing, from_seed)
+    if not region.any():
+        region = first
+    voxels = int(region.sum())
     volume = voxels * float(np.prod(spacing))
-    diameter = float(np.cbrt(6.0 * volume / np.pi))
-    return diameter, volume
+    long, short = _axes(region, spacing)
+    return NoduleSize(float(np.cbrt(6.0 * volume / np.pi)), volume, long, short, level, voxels)
+
+
+def _second_pass(hu, first, allowed, seed, r0: float, lung_hu: float, spacing, from_seed):
+    """The mask at the half-way level for the density just inside the edge; ground glass
+    (an edge below GROUND_GLASS_EDGE_HU) is grown within a band and seeded on ground glass."""
+    if not first[seed]:
+        return first, lung_hu + GROUND_GLASS_ABOVE_LUNG
+    body = first & (from_seed <= (r0 + 1.5) ** 2)  # not the vessels it touches
+    edge = _edge_hu(hu, body, seed, r0, spacing)
+    level = min(float(np.clip((edge + lung_hu) / 2.0, lung_hu + 100.0, -300.0)), float(hu[seed]) - 1.0)
+    upper = edge + GROUND_GLASS_BAND if edge < GROUND_GLASS_EDGE_HU else None
+    if upper is not None and hu[seed] >= upper:  # seed on ground glass, not on a vessel or the core
+        glass = (hu > level) & (hu < upper) & allowed & (from_seed <= (r0 + 2.0) ** 2)
+        if glass.any():
+            seed = tuple(int(i) for i in np.argwhere(glass)[np.argmin(from_seed[glass])])
+    return _grow(hu, allowed, seed, level, spacing, min(OPENING_CAP_MM, OPENING_FRACTION * r0), upper), level
+
+
+def d2_from(point, shape, spacing) -> np.ndarray:
+    grid = np.ogrid[tuple(slice(-p, n - p) for p, n in zip(point, shape))]
+    return sum((g * s) ** 2 for g, s in zip(grid, spacing))

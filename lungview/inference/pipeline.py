@@ -1,5 +1,9 @@
-"""The detection pipeline: lung mask -> segmentation -> grouping -> classification ->
-malignancy -> measurement, with a timing per step, progress and cancellation."""
+"""The detection pipeline: (resampling) -> lung mask -> segmentation -> grouping ->
+classification -> malignancy -> measurement, with a timing per step, progress and cancellation.
+
+The models see the scan as their cards say they were trained (HU clip, context slices, crop
+size, slice spacing); findings are reported in the scan's own voxels and measured on the scan
+itself, at its native resolution."""
 
 from __future__ import annotations
 
@@ -9,24 +13,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lungview.core import CtVolume
-from lungview.core.findings import Detection, size_category
+from lungview.core.findings import NO_MALIGNANCY, Detection, size_category
 from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
 from lungview.inference.candidates import find_candidates
 from lungview.inference.classify import classify
 from lungview.inference.device import DeviceInfo
+from lungview.inference.grid import model_slice_spacing, nearest_slices, resample_z, to_native_irc
 from lungview.inference.lungmask import LungMask, lung_mask
-from lungview.inference.measure import measure
+from lungview.inference.measure import blob_size, measure
 from lungview.inference.segmentation import segment
 from lungview.models.checkpoint import LoadedModel
 
-STEPS = ("lung_mask", "segmentation", "grouping", "classification", "malignancy", "measurement")
-SIZE_SOURCE = "size estimate"
-
-
-def size_malignancy(diameter_mm: float) -> float:
-    """Malignancy from size alone (the book: diameter alone reaches AUC 0.90): about 0.08 at
-    6 mm, 0.2 at 10 mm, 0.6 at 15 mm, 0.9 at 20 mm."""
-    return float(1.0 / (1.0 + np.exp(-(diameter_mm - 14.0) / 3.2)))
+STEPS = ("resampling", "lung_mask", "segmentation", "grouping", "classification", "malignancy", "measurement")
+INTERPOLATED_NOTE = "centred on an interpolated slice (no measured data there)"
 
 
 @dataclass
@@ -36,9 +35,10 @@ class PipelineResult:
     device: str
     models: dict[str, str]  # role -> label
     candidates: int
-    lung: LungMask | None = None
-    prob: np.ndarray | None = None  # uint8 segmentation probabilities * 255
+    lung: LungMask | None = None  # on the scan's own slices
+    prob: np.ndarray | None = None  # uint8 segmentation probabilities * 255, on the scan's own slices
     notes: list[str] = field(default_factory=list)
+    model_spacing_mm: float | None = None  # the slice spacing the models saw, when resampled
 
     def above(self, threshold: float) -> list[Detection]:
         return [d for d in self.detections if d.p_nodule >= threshold]
@@ -53,11 +53,14 @@ class Pipeline:
     use_lung_mask: bool = True
     seg_batch: int | None = None  # default: 1 on CPUs, 32 on GPUs
     cls_batch: int = 64
+    # Candidates the classifier gives less than this are not measured in the scan (a sphere of
+    # their segmentation blob stands in, size_source "segmentation"): most are vessel pieces.
+    measure_min_p: float = 0.05
 
     def run(self, vol: CtVolume, progress: ProgressCallback = no_progress,
             cancel: CancelToken | None = None) -> PipelineResult:
         cancel = cancel or CancelToken()
-        timings: dict[str, float] = {}
+        timings = {k: 0.0 for k in STEPS}
         notes: list[str] = []
 
         def step(name, fn):
@@ -69,35 +72,55 @@ class Pipeline:
             cancel.check()
             return out
 
-        mask = step("lung_mask", lambda p: lung_mask(vol)) if self.use_lung_mask else None
+        models = [m for m in (self.seg, self.cls, self.mal) if m is not None]
+        target = model_slice_spacing(vol.spacing_xyz[2], [m.card.slice_spacing_mm for m in models])
+        work = vol
+        if target is not None:
+            work = step("resampling", lambda p: resample_z(vol, target))
+            lo, hi = self.seg.card.slice_spacing_mm
+            notes.append(f"slices {vol.spacing_xyz[2]:.3g} mm apart resampled to {target:.3g} mm for the models "
+                         f"(trained on {lo:.3g}-{hi:.3g} mm); findings are in the scan's own voxels")
+        mask = step("lung_mask", lambda p: lung_mask(work)) if self.use_lung_mask else None
         if mask is not None and not mask.small.any():
             notes.append("no lungs found: segmented every slice")
             mask = None
-        seg = step("segmentation", lambda p: segment(vol, self.seg.module, self.device, mask,
-                                                     self.seg_batch, p, cancel))
-        cands = step("grouping", lambda p: find_candidates(vol, seg.prob, mask))
-        centers = np.array([c.center_irc for c in cands]).reshape(-1, 3)
-        p_nod = step("classification", lambda p: classify(vol, centers, self.cls.module, self.device,
-                                                         self.cls_batch, p, cancel))
-        sizes = step("measurement", lambda p: [measure(vol, seg.prob, c.center_irc, blob_voxels=c.voxels)
-                                               for c in cands])
+        seg = step("segmentation", lambda p: segment(work, self.seg.module, self.device, mask, self.seg_batch,
+                                                     p, cancel, self.seg.card))
+        cands = step("grouping", lambda p: find_candidates(work, seg.prob, mask))
+        work_centers = np.array([c.center_irc for c in cands]).reshape(-1, 3)
+        p_nod = step("classification", lambda p: classify(work, work_centers, self.cls.module, self.device,
+                                                         self.cls_batch, p, cancel, card=self.cls.card))
         if self.mal is not None:
-            p_mal = step("malignancy", lambda p: classify(vol, centers, self.mal.module, self.device,
-                                                         self.cls_batch, p, cancel, "malignancy"))
+            p_mal = step("malignancy", lambda p: classify(work, work_centers, self.mal.module, self.device,
+                                                         self.cls_batch, p, cancel, "malignancy", self.mal.card))
             source = f"model: {self.mal.card.name}"
         else:
-            p_mal = step("malignancy", lambda p: np.array([size_malignancy(d) for d, _ in sizes]))
-            source = SIZE_SOURCE
+            p_mal, source = [None] * len(cands), NO_MALIGNANCY
+        centers = to_native_irc(vol, work, work_centers) if work is not vol else work_centers
+        scale = work.spacing_xyz[2] / vol.spacing_xyz[2]
+        measured = np.asarray(p_nod) >= self.measure_min_p
+        sizes = step("measurement", lambda p: [
+            measure(vol, c, blob_voxels=int(round(cand.voxels * scale))) if ok
+            else blob_size(cand.voxels, work.spacing_irc) for c, cand, ok in zip(centers, cands, measured)])
         xyz = vol.irc_to_xyz(centers) if len(centers) else np.zeros((0, 3))
-        detections = [
-            Detection(center_xyz=tuple(map(float, xyz[i])), center_irc=tuple(map(float, centers[i])),
-                      diameter_mm=sizes[i][0], volume_mm3=sizes[i][1], p_nodule=float(p_nod[i]),
-                      p_malignant=float(p_mal[i]), malignancy_source=source,
-                      size_category=size_category(sizes[i][0]))
-            for i in range(len(centers))
-        ]
+        interpolated = set(vol.interpolated_slices)
+        detections = []
+        for i, s in enumerate(sizes):
+            on_interpolated = int(np.clip(round(centers[i][0]), 0, vol.shape[0] - 1)) in interpolated
+            detections.append(Detection(
+                center_xyz=tuple(map(float, xyz[i])), center_irc=tuple(map(float, centers[i])),
+                diameter_mm=s.diameter_mm, volume_mm3=s.volume_mm3, long_axis_mm=s.long_axis_mm,
+                short_axis_mm=s.short_axis_mm, p_nodule=float(p_nod[i]),
+                p_malignant=None if p_mal[i] is None else float(p_mal[i]), malignancy_source=source,
+                size_category=size_category(s.mean_diameter_mm),
+                notes=(INTERPOLATED_NOTE,) if on_interpolated else (),
+                size_source="scan" if measured[i] else "segmentation"))
         detections.sort(key=lambda d: -d.p_nodule)
-        models = {"segmentation": self.seg.label, "nodule": self.cls.label,
-                  "malignancy": self.mal.label if self.mal else SIZE_SOURCE}
-        return PipelineResult(detections, {k: timings.get(k, 0.0) for k in STEPS}, self.device.name,
-                              models, len(cands), mask, seg.prob, notes)
+        prob, lung = seg.prob, mask
+        if work is not vol:  # what the viewer overlays, on the scan's own slices
+            index = nearest_slices(vol, work)
+            prob = seg.prob[index]
+            lung = None if mask is None else LungMask(mask.small[index], mask.step, vol.shape)
+        labels = {"segmentation": self.seg.label, "nodule": self.cls.label,
+                  "malignancy": self.mal.label if self.mal else NO_MALIGNANCY}
+        return PipelineResult(detections, timings, self.device.name, labels, len(cands), lung, prob, notes, target)

@@ -15,10 +15,10 @@ from lungview.core import CtVolume
 from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
 from lungview.inference.device import DeviceInfo, autocast, smaller_batch
 from lungview.inference.lungmask import LungMask
+from lungview.models.checkpoint import ModelCard, book_card
 from lungview.models.fused import FusedUNet
 from lungview.models.nets import UNetWrapper
 
-CONTEXT = 3
 MARGIN_PX = 32  # > the receptive-field radius of the depth-3 U-Net (about 22 px at this depth)
 SHAPE_STEP = 32  # crop sizes rounded up to limit the number of distinct kernel shapes
 
@@ -70,13 +70,20 @@ def _crop_bounds(mask: LungMask | None, k: int, shape, multiple: int, per_slice:
     return tuple(bounds)
 
 
-def _input(hu: np.ndarray, k: int, box, multiple: int) -> torch.Tensor:
-    """(7, H, W) float32: slice k and its neighbours (clamped at the ends), HU clipped to
-    [-1000, 1000], zero-padded up to a multiple of the U-Net's down-sampling."""
+def segmentation_input(hu: np.ndarray, k: int, box, card: ModelCard) -> np.ndarray:
+    """(2 * context + 1, H, W) float32 over box (row_lo, row_hi, col_lo, col_hi): slice k and
+    the card's context slices on each side (clamped at the ends), HU clipped to the card's
+    range. Inference and training cut their inputs with this."""
     r0, r1, c0, c1 = box
-    idx = np.clip(np.arange(k - CONTEXT, k + CONTEXT + 1), 0, hu.shape[0] - 1)
+    idx = np.clip(np.arange(k - card.context, k + card.context + 1), 0, hu.shape[0] - 1)
     slab = hu[idx, r0:r1, c0:c1].astype(np.float32)
-    np.clip(slab, -1000.0, 1000.0, out=slab)
+    np.clip(slab, *card.hu_clip, out=slab)
+    return slab
+
+
+def _input(hu: np.ndarray, k: int, box, multiple: int, card: ModelCard) -> torch.Tensor:
+    """segmentation_input zero-padded up to a multiple of the U-Net's down-sampling."""
+    slab = segmentation_input(hu, k, box, card)
     h, w = slab.shape[1:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
@@ -86,11 +93,12 @@ def _input(hu: np.ndarray, k: int, box, multiple: int) -> torch.Tensor:
 
 def segment(vol: CtVolume, model: torch.nn.Module, device: DeviceInfo, mask: LungMask | None = None,
             batch_size: int | None = None, progress: ProgressCallback = no_progress,
-            cancel: CancelToken | None = None) -> Segmentation:
+            cancel: CancelToken | None = None, card: ModelCard | None = None) -> Segmentation:
     """Run the segmentation model on every slice that holds lung (every slice without a mask).
     On a CPU each slice gets its own crop and goes through alone (its activations then stay in
     cache: the fastest way there); on a GPU all slices share the lungs' bounding box and go
     through in batches of `batch_size` (default 32, halved on out-of-memory)."""
+    card = card or book_card("segmentation", "book UNetWrapper")
     per_slice = device.device.type == "cpu"
     batch_size = batch_size or (1 if per_slice else 32)
     multiple = getattr(model, "size_multiple", 4)
@@ -107,7 +115,7 @@ def segment(vol: CtVolume, model: torch.nn.Module, device: DeviceInfo, mask: Lun
                and jobs[done + len(group)][1] == group[0][1]):
             group.append(jobs[done + len(group)])
         box = group[0][1]
-        batch = torch.stack([_input(vol.hu, k, box, multiple) for k, _ in group])
+        batch = torch.stack([_input(vol.hu, k, box, multiple, card) for k, _ in group])
         batch = batch.to(device.device, dtype or torch.float32, non_blocking=True)
         batch = batch.contiguous(memory_format=torch.channels_last)
         try:

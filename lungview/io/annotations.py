@@ -56,3 +56,24 @@ def write_annotations(path: str | os.PathLike, annotations: list[Annotation]) ->
         writer.writerow([a.series_uid, *(f"{c:.4f}" for c in a.center_xyz), f"{a.diameter_mm:.3f}",
                          *(a.extra.get(k, "") for k in extra_cols)])
     write_text_atomic(path, buf.getvalue())
+
+
+_HEADER_NAMES = {"seriesuid", "series_uid", "seriesinstanceuid", "series"}
+
+
+def read_seriesuids(path: str | os.PathLike) -> list[str]:
+    """LUNA16's seriesuids.csv: one series UID per line, first column, with or without a
+    header line; blank lines skipped, order kept, duplicates dropped."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.reader(fh) if r and r[0].strip()]
+    except OSError as exc:
+        raise LungViewError(f"{path}: cannot read ({exc.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise LungViewError(f"{path}: not a CSV file ({exc})") from None
+    uids = [r[0].strip() for r in rows]
+    if uids and uids[0].lower() in _HEADER_NAMES:
+        uids = uids[1:]
+    if not uids:
+        raise LungViewError(f"{path}: lists no series UIDs")
+    return list(dict.fromkeys(uids))

@@ -9,6 +9,7 @@ import numpy as np
 import pydicom
 
 from lungview.core import CtVolume, ScanError, SeriesSummary
+from lungview.core.jobs import Cancelled
 from lungview.io.dicom_scan import DicomSeries, ScanReport, SliceHeader
 from lungview.io.hu import HuConverter
 from lungview.io.resample import deshear_slices, resample_slices
@@ -16,15 +17,23 @@ from lungview.io.resample import deshear_slices, resample_slices
 # Modalities whose pixels are not Hounsfield units.
 _NON_CT = {"MR", "PT", "NM", "US", "XA", "RF", "CR", "DX", "MG", "OT", "SC", "RTDOSE", "SEG",
            "OP", "XC", "ES", "IO", "PX", "GM", "SM"}
-_POSITION_TOL_MM = 0.01
-_SPACING_TOL = 0.01  # relative variation of slice spacing tolerated before resampling
+_POSITION_TOL_MM = 0.01  # slices closer than this are duplicates
+# Scanner jitter: positions rounded to 0.1 mm make gaps differ by up to 0.1 mm. Within this,
+# slices are taken as they are (a uniform grid, no resampling, no blending).
+JITTER_MM = 0.1
+MAX_FILLED = 2  # missing slices in one gap that are filled (and marked); more: refused
+
+
+class SliceGapError(ScanError):
+    """Too many missing slices in a row to fill honestly; `--allow-gaps` fills them anyway."""
 
 
 def summarize(series: DicomSeries) -> SeriesSummary:
     h = series.headers[0]
     return SeriesSummary(series_uid=series.display_uid, modality=series.modality,
                          files=len(series.headers), description=series.description,
-                         shape=(len(series.headers), h.rows, h.cols))
+                         shape=(len(series.headers), h.rows, h.cols), slice_thickness_mm=h.slice_thickness,
+                         series_number=h.series_number)
 
 
 def choose_series(report: ScanReport, where: Path, series: str | None) -> DicomSeries:
@@ -102,6 +111,8 @@ def _geometry(headers: list[SliceHeader], where: Path, notes: list[str]):
         raise ScanError(where, "a single 2D image, not a volume (need at least 2 slices)")
     if first.pixel_spacing is None:
         raise ScanError(where, "slices lack PixelSpacing")
+    if min(first.pixel_spacing) <= 0:
+        raise ScanError(first.path, f"PixelSpacing {list(first.pixel_spacing)} is not positive")
     direction = np.column_stack([row_dir, col_dir, normal])
     offsets = (pos - pos[0]) - np.outer(along - along[0], normal)
     shift_cr = np.column_stack([offsets @ row_dir, offsets @ col_dir])
@@ -132,8 +143,40 @@ def read_stored_pixels(h: SliceHeader) -> np.ndarray:
         raise ScanError(h.path, f"cannot decode pixel data ({type(exc).__name__}: {detail})") from None
 
 
+def _uniform_slices(hu, along, where: Path, notes: list[str], allow_gaps: bool):
+    """Slices on a uniform grid: jitter absorbed, a gap of up to MAX_FILLED missing slices
+    filled by interpolation, a wider gap refused unless `allow_gaps`; the filled (or, for
+    irregular spacing, resampled) slice indices are returned so that nobody mistakes them for
+    measured data."""
+    gaps = np.diff(along)
+    step = float(np.median(gaps))
+    if gaps.max() - gaps.min() <= JITTER_MM:
+        if gaps.max() - gaps.min() > _POSITION_TOL_MM:
+            notes.append(f"slice positions jitter by up to {gaps.max() - gaps.min():.2f} mm; taken as a uniform "
+                         f"{(along[-1] - along[0]) / (len(along) - 1):.3f} mm grid (no resampling)")
+        return hu, (along[-1] - along[0]) / (len(along) - 1), []
+    multiples = gaps / step
+    regular = np.abs(gaps - np.round(multiples) * step) <= JITTER_MM
+    if regular.all() and np.round(multiples).min() >= 1:
+        missing = np.round(multiples).astype(int) - 1
+        widest = int(missing.max())
+        if widest > MAX_FILLED and not allow_gaps:
+            k = int(np.argmax(missing))
+            raise SliceGapError(where, f"{widest} slices missing in a row (a {gaps[k]:.2f} mm gap after "
+                                f"{along[k]:.2f} mm where the spacing is {step:.2f} mm); filling more than "
+                                f"{MAX_FILLED} would invent anatomy — open with --allow-gaps to fill it anyway")
+        out, filled = resample_slices(hu, along - along[0], step, JITTER_MM)
+        notes.append(f"{len(filled)} missing slice(s) (gaps of up to {widest} slice(s)) filled by interpolation; "
+                     "they are marked as interpolated")
+        return out, step, filled
+    out, filled = resample_slices(hu, along - along[0], step, JITTER_MM)
+    notes.append(f"non-uniform slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm); resampled to a uniform "
+                 f"{step:.2f} mm, {len(filled)} slice(s) interpolated and marked")
+    return out, step, filled
+
+
 def read_series(series: DicomSeries, where: Path, report: ScanReport, progress=None,
-                cancel=None) -> CtVolume:
+                cancel=None, allow_gaps: bool = False) -> CtVolume:
     notes: list[str] = []
     modality = series.modality
     if modality in _NON_CT:
@@ -154,7 +197,7 @@ def read_series(series: DicomSeries, where: Path, report: ScanReport, progress=N
     converter = HuConverter()
     for k, h in enumerate(headers):
         if cancel is not None and cancel.is_set():
-            raise ScanError(where, "cancelled")
+            raise Cancelled("cancelled")
         stored = read_stored_pixels(h)
         if stored.shape != (rows, cols):
             raise ScanError(h.path, f"pixel data is {stored.shape}, header says {(rows, cols)}")
@@ -171,17 +214,7 @@ def read_series(series: DicomSeries, where: Path, report: ScanReport, progress=N
         notes.append(f"sheared geometry (gantry tilt about {angle:.1f} deg) corrected by "
                      "resampling each slice in-plane")
 
-    gaps = np.diff(along)
-    step = float(np.median(gaps))
-    if gaps.max() - gaps.min() > _SPACING_TOL * step:
-        missing = int(np.sum(np.round(gaps / step) - 1))
-        if missing > 0:
-            notes.append(f"{missing} missing slice(s) (gaps up to {gaps.max():.2f} mm where "
-                         f"spacing is {step:.2f} mm); filled by interpolation")
-        else:
-            notes.append(f"non-uniform slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm); "
-                         f"resampled to a uniform {step:.2f} mm")
-        hu = resample_slices(hu, along - along[0], step)
+    hu, step, filled = _uniform_slices(hu, along, where, notes, allow_gaps)
 
     origin = np.array(headers[0].position, dtype=np.float64)
     thickness = headers[0].slice_thickness
@@ -202,4 +235,5 @@ def read_series(series: DicomSeries, where: Path, report: ScanReport, progress=N
         files=len(headers),
         other_series=others,
         warnings=notes,
+        interpolated_slices=tuple(filled),
     )

@@ -13,6 +13,8 @@ import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 
+from lungview.core.jobs import Cancelled
+
 # Uncompressed little-endian transfer syntaxes whose pixels can be read straight from the file.
 _NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 _PIXEL_DATA_TAG = 0x7FE00010
@@ -227,7 +229,7 @@ def list_files(folder: Path) -> list[str]:
     return found
 
 
-def scan_files(paths: list[str], progress=None) -> ScanReport:
+def scan_files(paths: list[str], progress=None, cancel=None) -> ScanReport:
     """Read the headers of `paths` and group the images into series, largest first."""
     groups: dict[tuple, list[SliceHeader]] = defaultdict(list)
     unreadable: list[str] = []
@@ -245,6 +247,8 @@ def scan_files(paths: list[str], progress=None) -> ScanReport:
             groups[header.group_key].append(header)  # type: ignore[union-attr]
         if progress is not None and (i % 16 == 0 or i == len(paths) - 1):
             progress(i + 1, len(paths), "reading DICOM headers")
+        if cancel is not None and i % 16 == 0 and cancel.is_set():
+            raise Cancelled("cancelled")
     series = [DicomSeries(k, h) for k, h in groups.items()]
     series.sort(key=lambda s: (s.modality != "CT", -len(s.headers)))
     return ScanReport(series, unreadable, without_pixels)

@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lungview.core import CtVolume, ScanError
+from lungview.core.jobs import Cancelled
 from lungview.io.hu import HuConverter, to_int16_hu
 
 ITK_SUFFIXES = (".mhd", ".mha", ".nii", ".nii.gz", ".nrrd", ".nhdr")
@@ -87,7 +88,7 @@ def _metaimage_raw(path: Path, size: list[int]) -> tuple[Path, int, str] | None:
     return data, start, dtype
 
 
-def _read_metaimage_raw(data: Path, start: int, dtype: str, size: list[int]):
+def _read_metaimage_raw(data: Path, start: int, dtype: str, size: list[int], progress=None, cancel=None):
     """Straight into the int16 array in ~2 MiB chunks; a second thread converts each chunk
     (padding -> air) while the next is read, so validation costs almost no extra time."""
     nx, ny, nz = size
@@ -112,16 +113,28 @@ def _read_metaimage_raw(data: Path, start: int, dtype: str, size: list[int]):
                 raw = np.empty((k1 - k, ny, nx), dtype=np.uint16)
                 fh.readinto(memoryview(raw).cast("B"))
             pending.append(pool.submit(convert, k, k1, raw))
+            if cancel is not None and cancel.is_set():
+                for job in pending:
+                    job.cancel()
+                raise Cancelled("cancelled")
+            if progress is not None:
+                progress(k1, nz, "reading voxels")
         for job in pending:
             job.result()
     return hu, converter.notes(hu.size)
 
 
-def _read_with_simpleitk(path: Path, reader, dim: int):
+def _read_with_simpleitk(path: Path, reader, dim: int, cancel=None):
+    if cancel is not None:  # ITK readers call this now and then; Abort() makes Execute() raise
+        reader.AddCommand(sitk.sitkProgressEvent, lambda: reader.Abort() if cancel.is_set() else None)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled") from None
         raise ScanError(path, f"cannot read voxel data ({_first_line(exc)})") from None
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")
     if dim == 4:
         image = image[:, :, :, 0]
     values = sitk.GetArrayViewFromImage(image)
@@ -132,7 +145,14 @@ def _read_with_simpleitk(path: Path, reader, dim: int):
     return to_int16_hu(values)
 
 
-def read_itk(path: Path, progress=None) -> CtVolume:
+def metaimage_uid(path: Path) -> str:
+    """LUNA16 names each scan <SeriesInstanceUID>.mhd: the file name minus its extension (UIDs
+    hold dots, so never cut at the first one). Other formats carry no UID: ""."""
+    suffix = path.suffix.lower()
+    return path.name[: -len(suffix)] if suffix in (".mhd", ".mha") else ""
+
+
+def read_itk(path: Path, progress=None, cancel=None) -> CtVolume:
     if path.stat().st_size == 0:
         raise ScanError(path, "empty file (0 bytes)")
     _check_detached_data(path)
@@ -154,14 +174,14 @@ def read_itk(path: Path, progress=None) -> CtVolume:
     if dim not in (3, 4):
         raise ScanError(path, f"{dim}D data; LungView opens 3D CT volumes")
     if progress is not None:
-        progress(0, 2, "reading voxels")
+        progress(0, size[2], "reading voxels")
     raw = _metaimage_raw(path, size) if dim == 3 else None
     if raw is not None:
-        hu, notes = _read_metaimage_raw(*raw, size)
+        hu, notes = _read_metaimage_raw(*raw, size, progress, cancel)
     else:
-        hu, notes = _read_with_simpleitk(path, reader, dim)
+        hu, notes = _read_with_simpleitk(path, reader, dim, cancel)
     if progress is not None:
-        progress(2, 2, "reading voxels")
+        progress(size[2], size[2], "reading voxels")
     spacing = reader.GetSpacing()[:3]
     direction = np.array(reader.GetDirection(), dtype=np.float64)
     direction = direction.reshape(dim, dim)[:3, :3]
@@ -174,5 +194,5 @@ def read_itk(path: Path, progress=None) -> CtVolume:
         notes.append(f"lowest value is {lo}, no air: the values may not be Hounsfield units")
     return CtVolume(hu=hu, spacing_xyz=tuple(spacing), origin_xyz=tuple(reader.GetOrigin()[:3]),
                     direction=direction, source=str(path), modality="CT" if lo <= -500 else "unknown",
-                    series_uid=path.name.split(".")[0] if path.suffix.lower() in (".mhd", ".mha") else "",
+                    series_uid=metaimage_uid(path),
                     files=1, warnings=notes)

@@ -17,22 +17,25 @@ def deshear_slices(hu: np.ndarray, shift_rows: np.ndarray, shift_cols: np.ndarra
         hu[k] = np.rint(moved).astype(np.int16)
 
 
-def resample_slices(hu: np.ndarray, positions_mm: np.ndarray, step_mm: float) -> np.ndarray:
-    """Linear interpolation along the slice axis from sorted `positions_mm` (starting at 0)
-    onto a uniform grid of `step_mm`. Returns a new int16 array."""
+def resample_slices(hu: np.ndarray, positions_mm: np.ndarray, step_mm: float,
+                    tolerance_mm: float) -> tuple[np.ndarray, list[int]]:
+    """Slices on a uniform grid of `step_mm` from sorted `positions_mm` (starting at 0): a slice
+    within `tolerance_mm` of a grid position is copied as it is; others are interpolated
+    linearly between their neighbours. Returns the new int16 array and the indices of the
+    interpolated slices (they hold no measured data)."""
     n_out = int(round(positions_mm[-1] / step_mm)) + 1
     grid = np.arange(n_out) * step_mm
     out = np.empty((n_out,) + hu.shape[1:], dtype=np.int16)
+    nearest = np.abs(positions_mm[None, :] - grid[:, None]).argmin(axis=1)
     upper = np.clip(np.searchsorted(positions_mm, grid, side="right"), 1, len(positions_mm) - 1)
-    lower = upper - 1
+    interpolated = []
     for k in range(n_out):
-        a, b = lower[k], upper[k]
-        t = (grid[k] - positions_mm[a]) / (positions_mm[b] - positions_mm[a])
-        t = min(max(t, 0.0), 1.0)
-        if t < 1e-6:
-            out[k] = hu[a]
-        elif t > 1 - 1e-6:
-            out[k] = hu[b]
-        else:
-            out[k] = np.rint(hu[a] * (1.0 - t) + hu[b] * t).astype(np.int16)
-    return out
+        j = nearest[k]
+        if abs(positions_mm[j] - grid[k]) <= tolerance_mm:
+            out[k] = hu[j]
+            continue
+        a, b = upper[k] - 1, upper[k]
+        t = min(max((grid[k] - positions_mm[a]) / (positions_mm[b] - positions_mm[a]), 0.0), 1.0)
+        out[k] = np.rint(hu[a] * (1.0 - t) + hu[b] * t).astype(np.int16)
+        interpolated.append(k)
+    return out, interpolated

@@ -39,16 +39,25 @@ class CheckpointError(LungViewError):
         super().__init__(f"{path}: {problem}")
 
 
+BOOK_CONTEXT = 3  # the book's U-Net sees 3 slices on each side of the one it segments
+BOOK_CROP_IRC = (32, 48, 48)  # the book's classifier crops, in voxels
+HU_CLIP = (-1000.0, 1000.0)
+LUNA16_SLICE_SPACING_MM = (0.625, 2.5)  # LUNA16 kept LIDC scans with slices of at most 2.5 mm
+
+
 @dataclass
 class ModelCard:
-    """What a model expects as input and where it came from."""
+    """What a model expects as input and where it came from. The input spec (hu_clip,
+    context_slices, crop_irc, slice_spacing_mm) is what inference and training read."""
 
     name: str
     role: str
-    hu_clip: tuple[float, float] = (-1000.0, 1000.0)
+    hu_clip: tuple[float, float] = HU_CLIP
     context_slices: int | None = None  # segmentation: slices on each side of the centre one
     crop_irc: tuple[int, int, int] | None = None  # classifiers: crop size in voxels
-    spacing_note: str = "native scan spacing, no resampling (as the book)"
+    # Slice spacing of the training data: scans outside it are resampled along z for the model.
+    slice_spacing_mm: tuple[float, float] | None = None
+    spacing_note: str = "native in-plane spacing; slices resampled along z only outside slice_spacing_mm"
     training_data: str = ""
     metrics: dict = field(default_factory=dict)
     parent: str | None = None
@@ -60,10 +69,18 @@ class ModelCard:
     def from_dict(cls, d: dict) -> "ModelCard":
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
-        for key in ("hu_clip", "crop_irc"):
+        for key in ("hu_clip", "crop_irc", "slice_spacing_mm"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
+
+    @property
+    def context(self) -> int:
+        return BOOK_CONTEXT if self.context_slices is None else int(self.context_slices)
+
+    @property
+    def crop(self) -> tuple[int, int, int]:
+        return BOOK_CROP_IRC if self.crop_irc is None else tuple(int(n) for n in self.crop_irc)
 
 
 @dataclass
@@ -81,9 +98,10 @@ class LoadedModel:
 
 def book_card(role: str, name: str) -> ModelCard:
     if role == "segmentation":
-        return ModelCard(name=name, role=role, context_slices=3,
+        return ModelCard(name=name, role=role, context_slices=BOOK_CONTEXT,
+                         slice_spacing_mm=LUNA16_SLICE_SPACING_MM,
                          training_data="LUNA16 (book checkpoint, Deep Learning with PyTorch p2ch13)")
-    return ModelCard(name=name, role=role, crop_irc=(32, 48, 48),
+    return ModelCard(name=name, role=role, crop_irc=BOOK_CROP_IRC, slice_spacing_mm=LUNA16_SLICE_SPACING_MM,
                      training_data="LUNA16 (book checkpoint, Deep Learning with PyTorch p2ch14)")
 
 

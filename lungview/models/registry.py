@@ -48,7 +48,7 @@ def _find(folder: Path, role: str) -> Path | None:
 
 def resolve_models(seg: str | None = None, cls: str | None = None, mal: str | None = None,
                    use_user_dir: bool = True) -> dict[str, ModelChoice | None]:
-    """A choice per role; malignancy may be None (then the size estimate is used)."""
+    """A choice per role; malignancy may be None (then no malignancy is reported)."""
     explicit = {"segmentation": seg, "nodule": cls, "malignancy": mal}
     out: dict[str, ModelChoice | None] = {}
     for role in ROLES:
@@ -62,7 +62,7 @@ def resolve_models(seg: str | None = None, cls: str | None = None, mal: str | No
         demo = _find(demo_model_dir(), role)
         out[role] = ModelChoice(role, demo, "demo") if demo is not None else None
     # The phantom-trained malignancy model only goes with the phantom-trained nodule model: beside
-    # the book's (LUNA16) models it would be misleading, and the size estimate is used instead.
+    # the book's (LUNA16) models it would be misleading, and none is used instead.
     mal_choice = out["malignancy"]
     if mal_choice is not None and mal_choice.origin == "demo" and out["nodule"] is not None \
             and out["nodule"].origin != "demo":

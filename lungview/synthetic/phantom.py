@@ -50,6 +50,13 @@ class PhantomNodule:
     kind: str
     malignant: bool
     margin: str
+    volume_mm3: float = 0.0  # exact volume of the drawn body (spicules not counted; juxtapleural: its part in the lung)
+
+    @property
+    def equivalent_diameter_mm(self) -> float:
+        """Diameter of the sphere of the drawn volume: the exact truth for size measurements
+        (diameter_mm is the nominal size the shape was drawn from)."""
+        return float(np.cbrt(6.0 * self.volume_mm3 / np.pi))
 
 
 @dataclass
@@ -187,9 +194,11 @@ def _draw_nodules(frame: _Frame, cfg: PhantomConfig, rng, vol) -> list[tuple]:
             continue
         hu = _NODULE_HU[kind] + rng.normal(scale=10.0)
         core = 30.0 if kind == "part-solid" else None
-        draw_nodule(vol, frame.spacing_irc, c, diameter / 2, hu, rng, margin, core_hu=core)
+        visible = frame.inside_lung if kind == "juxtapleural" else None
+        volume = draw_nodule(vol, frame.spacing_irc, c, diameter / 2, hu, rng, margin, core_hu=core,
+                             visible=visible)
         taken.append((c, diameter / 2))
-        placed.append((c, diameter, kind, malignant, margin))
+        placed.append((c, diameter, kind, malignant, margin, volume))
     return placed
 
 
@@ -245,8 +254,8 @@ def make_phantom(seed: int = 0, config: PhantomConfig | None = None, **overrides
                       study_uid=f"{PHANTOM_UID_PREFIX}{seed}.1",
                       slice_thickness_mm=thickness, files=0)
     nodules = []
-    for c, diameter, kind, malignant, margin in placed:
+    for c, diameter, kind, malignant, margin, body in placed:
         xyz = volume.irc_to_xyz(c)
         nodules.append(PhantomNodule(tuple(float(x) for x in xyz), tuple(float(i) for i in c),
-                                     diameter, kind, malignant, margin))
+                                     diameter, kind, malignant, margin, body))
     return Phantom(volume=volume, nodules=nodules, lung_mask=lung, seed=seed, config=cfg)

@@ -45,28 +45,66 @@ def draw_tube(vol: np.ndarray, spacing_irc, p0_irc, p1_irc, r0_mm: float, r1_mm:
     _blend(vol, sl, weight, hu, brighter)
 
 
+def _nodule_shape(ci, cr, cc, axes, margin: str):
+    """Radius factor of a nodule in the direction with cosines (ci, cr, cc) to the axes:
+    slightly ellipsoidal, with bumps for lobulated and spiculated margins."""
+    shape = 1.0 + 0.08 * (ci * axes[0, 0] + cr * axes[0, 1] + cc * axes[0, 2]) ** 2 - 0.04
+    if margin in ("lobulated", "spiculated"):
+        for a in axes[1:]:
+            cos = ci * a[0] + cr * a[1] + cc * a[2]
+            shape = shape + 0.22 * np.exp((cos - 1.0) / 0.08) - 0.03
+    return shape
+
+
+def _sphere_directions(n: int = 20000) -> np.ndarray:
+    """Nearly uniform unit vectors (Fibonacci lattice)."""
+    k = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * k / n
+    phi = np.pi * (1.0 + 5.0**0.5) * k
+    r = np.sqrt(1.0 - z**2)
+    return np.column_stack([z, r * np.cos(phi), r * np.sin(phi)])
+
+
+def _body_volume(radius_mm: float, axes, margin: str, center_irc, spacing_irc, visible=None) -> float:
+    """Star-shaped body: V = r^3 / 3 times the integral of shape^3 over directions; restricted
+    to the visible part, by sampling a fixed quasi-random point set in the bounding cube."""
+    u = _sphere_directions()
+    shape = _nodule_shape(*u.T, axes, margin)
+    if visible is None:
+        return float(radius_mm**3 / 3.0 * 4.0 * np.pi * np.mean(shape**3))
+    reach = radius_mm * float(shape.max())
+    n = 200_000
+    k = np.arange(1, n + 1)[:, None]
+    g = 1.2207440846057596  # the R3 low-discrepancy sequence (Roberts 2018)
+    pts = (0.5 + k * np.array([1.0 / g, 1.0 / g**2, 1.0 / g**3])) % 1.0
+    pts = (pts * 2.0 - 1.0) * reach  # mm offsets from the centre
+    dist = np.linalg.norm(pts, axis=1) + 1e-9
+    cosines = pts / dist[:, None]
+    inside = dist < radius_mm * _nodule_shape(*cosines.T, axes, margin)
+    inside[inside] = visible(np.asarray(center_irc, np.float64) + pts[inside] / np.asarray(spacing_irc, np.float64))
+    return float(inside.mean() * (2.0 * reach) ** 3)
+
+
 def draw_nodule(vol: np.ndarray, spacing_irc, center_irc, radius_mm: float, hu: float,
                 rng: np.random.Generator, margin: str = "smooth",
-                core_hu: float | None = None, core_fraction: float = 0.45) -> None:
+                core_hu: float | None = None, core_fraction: float = 0.45, visible=None) -> float:
     """A nodule: smooth (slightly ellipsoidal), lobulated (bumps) or spiculated (spikes).
-    With core_hu, a solid core inside a ground-glass halo (part-solid)."""
+    With core_hu, a solid core inside a ground-glass halo (part-solid). Returns the exact
+    volume in mm3 of its body (where the drawn edge crosses half-way; spicules not counted);
+    with `visible(points_irc) -> bool array`, of the part of the body where it is true (a
+    juxtapleural nodule's part inside the chest wall cannot be told from the wall)."""
     sp = np.asarray(spacing_irc, dtype=np.float32)
     c = np.asarray(center_irc, dtype=np.float32)
+    axes = rng.normal(size=(5, 3)).astype(np.float32)
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    volume = _body_volume(radius_mm, axes, margin, c, sp, visible)
     box = _box(c, radius_mm * 1.5 + 2 * sp.max(), sp, vol.shape)
     if box is None:
-        return
+        return volume
     sl, (gi, gr, gc) = box
     pi, pr, pc = (gi - c[0]) * sp[0], (gr - c[1]) * sp[1], (gc - c[2]) * sp[2]
     dist = np.sqrt(pi**2 + pr**2 + pc**2) + 1e-6
-    axes = rng.normal(size=(5, 3)).astype(np.float32)
-    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-    # Mild ellipticity for every nodule; bumps for lobulated and spiculated margins.
-    shape = 1.0 + 0.08 * ((pi * axes[0, 0] + pr * axes[0, 1] + pc * axes[0, 2]) / dist) ** 2 - 0.04
-    if margin in ("lobulated", "spiculated"):
-        for a in axes[1:]:
-            cos = (pi * a[0] + pr * a[1] + pc * a[2]) / dist
-            shape = shape + 0.22 * np.exp((cos - 1.0) / 0.08) - 0.03
-    radius = radius_mm * shape
+    radius = radius_mm * _nodule_shape(pi / dist, pr / dist, pc / dist, axes, margin)
     edge = float(sp.min())
     weight = np.clip((radius - dist) / edge + 0.5, 0.0, 1.0).astype(np.float32)
     _blend(vol, sl, weight, hu, brighter=True)
@@ -80,3 +118,4 @@ def draw_nodule(vol: np.ndarray, spacing_irc, center_irc, radius_mm: float, hu: 
             start = c + u * radius_mm * 0.7 / sp
             end = c + u * radius_mm * rng.uniform(1.5, 2.2) / sp
             draw_tube(vol, sp, start, end, rng.uniform(0.6, 1.0), 0.25, hu)
+    return volume

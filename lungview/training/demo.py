@@ -4,6 +4,7 @@ scripts/train_demo_models.py; the same seed gives the same phantoms and the same
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from lungview.inference.evaluate import ScoredDetection, Truth, evaluate, malign
 from lungview.inference.lungmask import lung_mask
 from lungview.inference.pipeline import Pipeline
 from lungview.inference.segmentation import segment
-from lungview.models.checkpoint import BOOK_KWARGS, LoadedModel, ModelCard, load_checkpoint, save_checkpoint
+from lungview.models.checkpoint import (BOOK_CONTEXT, BOOK_CROP_IRC, BOOK_KWARGS, LoadedModel, ModelCard,
+                                        load_checkpoint, save_checkpoint)
 from lungview.models.nets import LunaModel, UNetWrapper
 from lungview.synthetic import Phantom, make_phantom
 from lungview.training.loops import train_classifier, train_segmentation
@@ -41,7 +43,7 @@ class Recipe:
 def phantom_for(seed: int) -> Phantom:
     """Scanner settings vary with the seed like a mixed clinical archive does."""
     rng = np.random.default_rng([seed, 7])
-    slice_mm = float(rng.choice([1.25, 2.0, 2.5]))
+    slice_mm = float(rng.choice(SLICE_CHOICES_MM))
     return make_phantom(seed, size=512, slices=int(round(280 / slice_mm)), pixel_mm=float(rng.uniform(0.62, 0.78)),
                         slice_mm=slice_mm, nodules=(3, 6), noise_hu=float(rng.uniform(10, 30)))
 
@@ -50,10 +52,31 @@ def known(ph: Phantom) -> list[KnownNodule]:
     return [KnownNodule(np.array(n.center_irc), n.diameter_mm, n.malignant) for n in ph.nodules]
 
 
+SLICE_CHOICES_MM = (1.25, 2.0, 2.5)
+
+
+def demo_cards(summary: str = "", negatives: int = 0) -> dict[str, ModelCard]:
+    """The demo models' cards: the book's input spec, the phantoms' slice spacings."""
+    spacing = (min(SLICE_CHOICES_MM), max(SLICE_CHOICES_MM))
+    return {
+        "segmentation": ModelCard(name="demo segmentation (phantoms)", role="segmentation",
+                                  context_slices=BOOK_CONTEXT, slice_spacing_mm=spacing,
+                                  training_data=summary, trained_on_phantoms=True),
+        "nodule": ModelCard(name="demo nodule classifier (phantoms)", role="nodule", crop_irc=BOOK_CROP_IRC,
+                            slice_spacing_mm=spacing,
+                            training_data=summary + f" Negatives: {negatives} segmentation candidates and random lung.",
+                            trained_on_phantoms=True),
+        "malignancy": ModelCard(name="demo malignancy classifier (phantoms)", role="malignancy",
+                                crop_irc=BOOK_CROP_IRC, slice_spacing_mm=spacing, training_data=summary,
+                                parent="demo nodule classifier", trained_on_phantoms=True),
+    }
+
+
 class _Data:
-    def __init__(self, phantoms: list[Phantom], rng):
+    def __init__(self, phantoms: list[Phantom], rng, cards: dict[str, ModelCard]):
         self.phantoms = phantoms
         self.rng = rng
+        self.cards = cards
         self.lung_points = []
         for ph in phantoms:
             pts = np.argwhere(ph.lung_mask[:, ::4, ::4]) * np.array([1, 4, 4])
@@ -71,7 +94,7 @@ class _Data:
                 c[0] += self.rng.uniform(-0.5, 0.5) * nod.diameter_mm / ph.volume.spacing_irc[0]
             else:
                 c = self.lung_points[k][int(self.rng.integers(len(self.lung_points[k])))]
-            x, y = seg_sample(ph.volume, known(ph), c, self.rng)
+            x, y = seg_sample(ph.volume, known(ph), c, self.rng, self.cards["segmentation"])
             xs.append(x)
             ys.append(y)
         return np.stack(xs), np.stack(ys)
@@ -90,7 +113,7 @@ class _Data:
                 c = pool[int(self.rng.integers(len(pool)))] if use_hard else \
                     self.lung_points[k][int(self.rng.integers(len(self.lung_points[k])))]
                 label = 0
-            xs.append(cls_sample(ph.volume, c, self.rng))
+            xs.append(cls_sample(ph.volume, c, self.rng, self.cards["nodule"]))
             labels.append(label)
         return np.stack(xs), np.array(labels, dtype=np.int64)
 
@@ -103,7 +126,7 @@ class _Data:
         for b in range(n):
             want = b % 2 == 0 and bool(pools[True]) or not pools[False]
             ph, nod = pools[want][int(self.rng.integers(len(pools[want])))]
-            xs.append(cls_sample(ph.volume, nod.center_irc, self.rng))
+            xs.append(cls_sample(ph.volume, nod.center_irc, self.rng, self.cards["malignancy"]))
             labels.append(int(want))
         return np.stack(xs), np.array(labels, dtype=np.int64)
 
@@ -115,7 +138,7 @@ def mine_negatives(data: _Data, seg: UNetWrapper, device: DeviceInfo, scans: int
     for k, ph in enumerate(data.phantoms[:scans]):
         vol = ph.volume
         mask = lung_mask(vol)
-        prob = segment(vol, seg, device, mask).prob
+        prob = segment(vol, seg, device, mask, card=data.cards["segmentation"]).prob
         truth = np.array([n.center_irc for n in ph.nodules]).reshape(-1, 3) * vol.spacing_irc
         radii = np.array([n.diameter_mm / 2 for n in ph.nodules])
         for c in find_candidates(vol, prob, mask):
@@ -140,11 +163,11 @@ def evaluate_models(seg: LoadedModel, cls: LoadedModel, mal: LoadedModel | None,
         for n in ph.nodules:
             near = [d for d in result.detections
                     if np.linalg.norm(np.subtract(d.center_xyz, n.center_xyz)) < n.diameter_mm / 2]
-            if near:
+            if near and mal is not None:
                 mal_scores.append(max(near, key=lambda d: d.p_nodule).p_malignant)
                 mal_labels.append(n.malignant)
         progress(i + 1, len(seeds), "evaluating on unseen phantoms")
-    ev = evaluate(dets, truths, len(seeds), "luna16", 0.5)
+    ev = evaluate(dets, truths, [str(seed) for seed in seeds], "luna16", 0.5, max_marks=0)
     auc = malignancy_auc(mal_scores, mal_labels)
     # plain floats: model cards are read back with torch.load(weights_only=True)
     return {"scans": len(seeds), "nodules": ev.nodules, "sensitivity@0.5": round(float(ev.sensitivity), 3),
@@ -166,7 +189,7 @@ def train_demo_models(out_dir: str | Path, device: DeviceInfo, recipe: Recipe | 
     for i in range(recipe.train_scans):
         phantoms.append(phantom_for(recipe.seed * 1000 + i))
         progress(i + 1, recipe.train_scans, "making training phantoms")
-    data = _Data(phantoms, rng)
+    data = _Data(phantoms, rng, demo_cards())
     n_nod = sum(len(p.nodules) for p in phantoms)
     n_mal = sum(n.malignant for p in phantoms for n in p.nodules)
     log(f"{len(phantoms)} training phantoms, {n_nod} nodules ({n_mal} malignant), "
@@ -183,8 +206,8 @@ def train_demo_models(out_dir: str | Path, device: DeviceInfo, recipe: Recipe | 
         data.rng = np.random.default_rng([recipe.seed, 2])
         seg = UNetWrapper(**BOOK_KWARGS["UNetWrapper"])
         train_segmentation(seg, data.seg_batch, recipe.seg_steps, device, progress=progress)
-        save_checkpoint(out_dir / "seg_demo.partial.pt", seg, ModelCard("demo segmentation (unevaluated)",
-                        "segmentation", context_slices=3, trained_on_phantoms=True), BOOK_KWARGS["UNetWrapper"])
+        partial = dataclasses.replace(data.cards["segmentation"], name="demo segmentation (unevaluated)")
+        save_checkpoint(out_dir / "seg_demo.partial.pt", seg, partial, BOOK_KWARGS["UNetWrapper"])
         log(f"segmentation trained, {time.perf_counter() - t0:.0f} s")
     n_neg = mine_negatives(data, seg, device, recipe.mine_scans)
     log(f"{n_neg} hard negatives mined, {time.perf_counter() - t0:.0f} s")
@@ -202,16 +225,7 @@ def train_demo_models(out_dir: str | Path, device: DeviceInfo, recipe: Recipe | 
                      label="malignancy")
     log(f"malignancy classifier trained, {time.perf_counter() - t0:.0f} s")
 
-    cards = {
-        "segmentation": ModelCard(name="demo segmentation (phantoms)", role="segmentation", context_slices=3,
-                                  training_data=summary, trained_on_phantoms=True),
-        "nodule": ModelCard(name="demo nodule classifier (phantoms)", role="nodule", crop_irc=(32, 48, 48),
-                            training_data=summary + f" Negatives: {n_neg} segmentation candidates and random lung.",
-                            trained_on_phantoms=True),
-        "malignancy": ModelCard(name="demo malignancy classifier (phantoms)", role="malignancy",
-                                crop_irc=(32, 48, 48), training_data=summary, parent="demo nodule classifier",
-                                trained_on_phantoms=True),
-    }
+    cards = demo_cards(summary, n_neg)
     loaded = {role: LoadedModel(m, cards[role], "(in memory)", "", "lungview")
               for role, m in (("segmentation", seg), ("nodule", cls), ("malignancy", mal))}
     seeds = [EVAL_SEED0 + recipe.seed * 1000 + i for i in range(recipe.eval_scans)]

@@ -1,5 +1,6 @@
-"""Training samples cut from scans with known nodules: 7-slice segmentation crops with their
-nodule masks, and 32x48x48 classifier crops (nodules, hard negatives, malignant or benign)."""
+"""Training samples cut from scans with known nodules by the inference code's own input
+functions, with the model card's input spec: segmentation crops with their nodule masks, and
+classifier crops (nodules, hard negatives, malignant or benign)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from lungview.core import CtVolume
-from lungview.inference.classify import CROP_IRC, crop
+from lungview.inference.classify import classifier_input
+from lungview.inference.segmentation import segmentation_input
+from lungview.models.checkpoint import ModelCard
 
 SEG_CROP = 64
-CONTEXT = 3
 
 
 @dataclass
@@ -36,16 +38,15 @@ def nodule_mask(vol: CtVolume, nodules: list[KnownNodule], box) -> np.ndarray:
     return out
 
 
-def seg_sample(vol: CtVolume, nodules: list[KnownNodule], center_irc, rng) -> tuple[np.ndarray, np.ndarray]:
-    """(7, 64, 64) float32 input (HU clipped) and (1, 64, 64) float32 target around a centre,
-    with a random shift and flips."""
+def seg_sample(vol: CtVolume, nodules: list[KnownNodule], center_irc, rng,
+               card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+    """(2 * context + 1, 64, 64) float32 input cut as inference cuts it (the card's context and
+    HU clip) and (1, 64, 64) float32 target around a centre, with a random shift and flips."""
     k = int(np.clip(round(center_irc[0]), 0, vol.shape[0] - 1))
     half = SEG_CROP // 2
     r = int(np.clip(round(center_irc[1]) + rng.integers(-half // 2, half // 2 + 1), half, vol.shape[1] - half))
     c = int(np.clip(round(center_irc[2]) + rng.integers(-half // 2, half // 2 + 1), half, vol.shape[2] - half))
-    idx = np.clip(np.arange(k - CONTEXT, k + CONTEXT + 1), 0, vol.shape[0] - 1)
-    x = vol.hu[idx, r - half:r + half, c - half:c + half].astype(np.float32)
-    np.clip(x, -1000, 1000, out=x)
+    x = segmentation_input(vol.hu, k, (r - half, r + half, c - half, c + half), card)
     y = nodule_mask(vol, nodules, ((k, k + 1), (r - half, r + half), (c - half, c + half))).astype(np.float32)
     if rng.random() < 0.5:
         x, y = x[:, ::-1], y[:, ::-1]
@@ -54,11 +55,11 @@ def seg_sample(vol: CtVolume, nodules: list[KnownNodule], center_irc, rng) -> tu
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
-def cls_sample(vol: CtVolume, center_irc, rng, jitter: int = 2) -> np.ndarray:
-    """(1, 32, 48, 48) float32 crop with a small random shift and in-plane flips/rotations."""
+def cls_sample(vol: CtVolume, center_irc, rng, card: ModelCard, jitter: int = 2) -> np.ndarray:
+    """(1, *crop) float32 crop as inference cuts it (the card's crop size and HU clip) with a
+    small random shift and in-plane flips/rotations."""
     shift = rng.integers(-jitter, jitter + 1, size=3) if jitter else 0
-    x = crop(vol.hu, np.asarray(center_irc) + shift, CROP_IRC).astype(np.float32)
-    np.clip(x, -1000, 1000, out=x)
+    x = classifier_input(vol.hu, np.asarray(center_irc) + shift, card)
     if rng.random() < 0.5:
         x = x[:, ::-1]
     if rng.random() < 0.5:

@@ -4,15 +4,21 @@ import json
 import pytest
 
 from lungview.cli import main
+from lungview.inference.pipeline import STEPS
 from lungview.synthetic import make_phantom, write_phantom
 from tests.conftest import BOOK_MODELS, need_shared
+from tests.inference import luna16_reference
 from tests.models.test_checkpoints import CLS, SEG
 
 
 @pytest.fixture(scope="module")
 def scan_dir(tmp_path_factory):
+    """A phantom laid out as LUNA16 is: subset0/<series uid>.mhd with annotations.csv beside."""
     ph = make_phantom(33, size=256, slices=70, pixel_mm=1.4, slice_mm=3.0, nodules=3)
-    return write_phantom(ph, tmp_path_factory.mktemp("scan"), "mhd"), ph
+    root = tmp_path_factory.mktemp("luna16")
+    path = write_phantom(ph, root / "subset0", "mhd")
+    (root / "subset0" / "annotations.csv").rename(root / "annotations.csv")
+    return path, ph
 
 
 def book_args():
@@ -20,32 +26,53 @@ def book_args():
     return ["--seg-model", str(BOOK_MODELS / SEG), "--cls-model", str(BOOK_MODELS / CLS), "--device", "cpu"]
 
 
-def test_detect_json_csv_and_evaluate(scan_dir, tmp_path, capsys):
+DETECTION_KEYS = {"center_xyz", "center_irc", "diameter_mm", "volume_mm3", "long_axis_mm", "short_axis_mm",
+                  "mean_diameter_mm", "p_nodule", "p_malignant", "malignancy_source", "size_category",
+                  "size_source", "notes"}
+
+
+def test_detect_json_csv_and_evaluate_as_luna16(scan_dir, tmp_path, capsys):
     path, ph = scan_dir
+    uid = ph.volume.series_uid
+    assert path.name == f"{uid}.mhd" and uid.count(".") > 5  # a UID full of dots, as LUNA16's
     out_csv = tmp_path / "det.csv"
     assert main(["detect", str(path), *book_args(), "--threshold", "0", "--json", "--out", str(out_csv)]) == 0
     doc = json.loads(capsys.readouterr().out)
     (scan,) = doc["scans"]
-    assert set(scan) >= {"path", "series_uid", "device", "timings_s", "detections"}
+    assert scan["series_uid"] == uid  # the file name minus .mhd, not cut at its first dot
     assert scan["device"].startswith("CPU")
-    assert set(scan["timings_s"]) == {"lung_mask", "segmentation", "grouping", "classification", "malignancy",
-                                      "measurement"}
+    assert set(scan["timings_s"]) == set(STEPS)
     assert scan["models"]["segmentation"]["origin"] == "option"
     assert len(scan["detections"]) == scan["candidates"] > 0  # threshold 0: every candidate
     det = scan["detections"][0]
-    assert set(det) == {"center_xyz", "center_irc", "diameter_mm", "volume_mm3", "p_nodule", "p_malignant",
-                        "malignancy_source", "size_category"}
+    assert set(det) == DETECTION_KEYS
+    assert det["p_malignant"] is None and det["malignancy_source"] == "no malignancy model"
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == len(scan["detections"])
     assert list(rows[0])[:5] == ["seriesuid", "coordX", "coordY", "coordZ", "probability"]
-    assert main(["evaluate", str(out_csv), str(path.parent / "annotations.csv"), "--json"]) == 0
-    ev = json.loads(capsys.readouterr().out)["evaluations"]
+    assert {r["seriesuid"] for r in rows} == {uid}
+    # LUNA16's seriesuids.csv lists a second scan that had no detection at all: it counts
+    uids = tmp_path / "seriesuids.csv"
+    uids.write_text(f"{uid}\n1.2.3.4.5.6.7.8.9\n")
+    annotations = path.parent.parent / "annotations.csv"
+    assert main(["evaluate", str(out_csv), str(annotations), "--seriesuids", str(uids), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    ev = doc["evaluations"]
     assert [e["rule"] for e in ev] == ["luna16", "book"]
-    assert ev[0]["nodules"] == len(ph.nodules) and ev[0]["scans"] == 1
+    assert ev[0]["nodules"] == len(ph.nodules) and ev[0]["scans"] == 2 and not doc["warnings"]
     assert set(ev[0]["froc"]) == {"0.125", "0.25", "0.5", "1.0", "2.0", "4.0", "8.0"}
-    assert main(["evaluate", str(out_csv), str(path.parent / "annotations.csv")]) == 0
-    text = capsys.readouterr().out
-    assert "rule luna16:" in text and "complete miss" in text and "CPM" in text
+    # the same file scored by the restatement of LUNA16's script
+    results = [{"seriesuid": r["seriesuid"], "coordX": r["coordX"], "coordY": r["coordY"], "coordZ": r["coordZ"],
+                "probability": r["probability"]} for r in rows]
+    truth = {uid: [{"coordX": n.center_xyz[0], "coordY": n.center_xyz[1], "coordZ": n.center_xyz[2],
+                    "diameter_mm": n.diameter_mm, "state": "Included"} for n in ph.nodules]}
+    _, cpm = luna16_reference.froc_and_cpm([uid, "1.2.3.4.5.6.7.8.9"], results, truth, max_marks=100)
+    assert ev[0]["cpm"] == pytest.approx(cpm, abs=1e-3)
+    # without the list: the scans of the detections file, with a warning
+    assert main(["evaluate", str(out_csv), str(annotations)]) == 0
+    captured = capsys.readouterr()
+    assert "rule luna16:" in captured.out and "complete miss" in captured.out and "CPM" in captured.out
+    assert "no --seriesuids" in captured.err
 
 
 def test_detect_text_output_names_device_and_models(scan_dir, capsys):

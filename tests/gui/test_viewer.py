@@ -84,10 +84,11 @@ def test_detection_on_the_worker_table_slider_and_navigation(qtbot, make_window,
     # overlay toggle
     qtbot.keyClick(w, Qt.Key_S)
     assert st.seg_visible and w.views["axial"].overlay.isVisible()
-    # sorting by p_malignant keeps the rows consistent
-    w.panel.table.sortItems(1, Qt.DescendingOrder)
-    values = [float(w.panel.table.item(r, 1).text()) for r in range(w.panel.table.rowCount())]
-    assert values == sorted(values, reverse=True)
+    # no malignancy model: a dash, never a made-up probability; sorting keeps the rows consistent
+    assert {w.panel.table.item(r, 1).text() for r in range(w.panel.table.rowCount())} == {"—"}
+    w.panel.table.sortItems(0, Qt.AscendingOrder)
+    values = [float(w.panel.table.item(r, 0).text()) for r in range(w.panel.table.rowCount())]
+    assert values == sorted(values)
     assert "book UNetWrapper" in w.panel.models.text() and not w.panel.warning.isVisible()
 
 
@@ -208,7 +209,8 @@ def test_3d_view_picks_the_nodule_under_the_click(qtbot, gui_scan):
     view.show()
     st.set_volume(ph.volume)
     n = ph.nodules[0]
-    det = Detection(n.center_xyz, n.center_irc, n.diameter_mm, 1.0, 0.99, 0.8, "size estimate", "15-30 mm")
+    det = Detection(n.center_xyz, n.center_irc, n.diameter_mm, 1.0, n.diameter_mm, n.diameter_mm, 0.99, 0.8,
+                    "model: test", "15-30 mm")
     st.set_findings(Findings(detections=[det], lung_small=ph.lung_mask[:, ::2, ::2], lung_step=2))
     gl = view.gl
     assert gl.surface is not None and len(gl.spheres) == 1

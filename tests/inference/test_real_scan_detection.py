@@ -29,8 +29,11 @@ def _check(result, scan):
     dist = [np.linalg.norm(np.subtract(d.center_xyz, ann.center_xyz)) for d in found]
     hit = [d for d, r in zip(found, dist) if r < 5.0]
     assert len(hit) == 1, f"the LUNA16 nodule within 5 mm at p >= 0.5: {dist}"
-    assert abs(hit[0].diameter_mm - ann.diameter_mm) <= 0.3 * ann.diameter_mm
-    assert hit[0].volume_mm3 > 0 and hit[0].size_category == "15-30 mm"
+    # the goal: within 10 % of LUNA16's 23.35 mm (the four readers' contours give 23.3-25.3 mm)
+    assert abs(hit[0].diameter_mm - ann.diameter_mm) <= 0.1 * ann.diameter_mm
+    assert hit[0].volume_mm3 == pytest.approx(np.pi / 6 * hit[0].diameter_mm**3, rel=1e-6)
+    # the readers' contours: long axis 32.0-33.7 mm, longest perpendicular 26.1-27.3 mm
+    assert 29.0 <= hit[0].long_axis_mm <= 36.0 and 23.0 <= hit[0].short_axis_mm <= 30.0
     assert len(found) - 1 <= 3, f"{len(found) - 1} other detections"
     return hit[0]
 
@@ -39,8 +42,8 @@ def test_book_models_find_the_luna16_nodule(scan, book_models):
     seg, cls = book_models
     result = Pipeline(seg, cls, resolve_device("cpu", "fp32")).run(scan)
     hit = _check(result, scan)
-    assert hit.p_nodule > 0.9 and hit.malignancy_source == "size estimate" and hit.p_malignant > 0.9
-    assert result.candidates < 200  # the book's pipeline: 674 candidates
+    assert hit.p_nodule > 0.9 and hit.malignancy_source == "no malignancy model" and hit.p_malignant is None
+    assert result.candidates < 400  # the book's pipeline: 674 (its erosion crumbs are candidates of their own)
 
 
 @pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no native bf16")

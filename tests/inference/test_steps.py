@@ -9,9 +9,9 @@ from lungview.inference.candidates import erode6, find_candidates
 from lungview.inference.classify import crop
 from lungview.inference.device import resolve_device
 from lungview.inference.lungmask import lung_mask
-from lungview.inference.pipeline import Pipeline, size_malignancy
+from lungview.inference.pipeline import STEPS, Pipeline
 from lungview.inference.segmentation import _input, segment
-from lungview.models.checkpoint import BOOK_KWARGS, LoadedModel, ModelCard
+from lungview.models.checkpoint import BOOK_KWARGS, LoadedModel, ModelCard, book_card
 from lungview.models.nets import LunaModel, UNetWrapper
 from lungview.synthetic import make_phantom
 
@@ -53,7 +53,8 @@ def test_cropped_segmentation_equals_whole_slices_inside_the_lung(phantom):
     lung = mask.full()
     with torch.no_grad():
         for k in np.flatnonzero(lung.any(axis=(1, 2)))[::7]:
-            whole = net(_input(phantom.volume.hu, int(k), (0, 256, 0, 256), 4)[None])[0, 0].numpy()
+            card = book_card("segmentation", "s")
+            whole = net(_input(phantom.volume.hu, int(k), (0, 256, 0, 256), 4, card)[None])[0, 0].numpy()
             got = seg.prob[k].astype(np.float64)
             assert np.abs(np.rint(whole * 255) - got)[lung[k]].max() <= 1
 
@@ -64,37 +65,13 @@ def test_erode6_equals_scipy():
     np.testing.assert_array_equal(erode6(m), ndimage.binary_erosion(m, iterations=1))
 
 
-def test_candidates_hu_weighted_and_fragments_merged():
-    hu = np.full((40, 64, 64), -900, np.int16)
-    prob = np.zeros(hu.shape, np.uint8)
-    hu[10:15, 10:15, 10:15] = 100
-    prob[10:15, 10:15, 10:15] = 255
-    # One nodule split in two by a thin gap in the segmentation:
-    hu[25:32, 30:40, 30:40] = 50
-    prob[25:32, 30:34, 30:40] = 255
-    prob[25:32, 35:40, 30:40] = 255
-    vol = CtVolume(hu=hu, spacing_xyz=(1, 1, 1), origin_xyz=(0, 0, 0))
-    cands = sorted(find_candidates(vol, prob), key=lambda c: c.center_irc[0])
-    assert len(cands) == 2
-    np.testing.assert_allclose(cands[0].center_irc, [12, 12, 12], atol=1e-6)
-    assert abs(cands[1].center_irc[0] - 28.5) < 0.6
-    unmerged = find_candidates(vol, prob, merge_mm=-100)
-    assert len(unmerged) == 3
-
-
 def test_crop_is_shifted_inside_the_volume():
     hu = np.arange(40 * 60 * 60, dtype=np.int32).reshape(40, 60, 60).astype(np.int16)
-    c = crop(hu, (1, 58, 30))
+    c = crop(hu, (1, 58, 30), (32, 48, 48))
     assert c.shape == (32, 48, 48)
     assert c[0, 0, 0] == hu[0, 12, 6]
-    small = crop(np.zeros((20, 60, 60), np.int16), (10, 30, 30))
+    small = crop(np.zeros((20, 60, 60), np.int16), (10, 30, 30), (32, 48, 48))
     assert small.shape == (32, 48, 48) and small[-1, 0, 0] == -1000
-
-
-def test_size_malignancy_is_monotonic():
-    ps = [size_malignancy(d) for d in (4, 6, 10, 15, 20, 30)]
-    assert all(a < b for a, b in zip(ps, ps[1:]))
-    assert ps[1] < 0.1 and ps[-1] > 0.95
 
 
 def _tiny_pipeline():
@@ -107,11 +84,11 @@ def _tiny_pipeline():
 def test_pipeline_reports_steps_progress_and_detections(phantom):
     seen = []
     result = _tiny_pipeline().run(phantom.volume, progress=lambda d, t, m: seen.append(m.split(":")[0]))
-    assert list(result.timings_s) == ["lung_mask", "segmentation", "grouping", "classification", "malignancy",
-                                      "measurement"]
+    assert list(result.timings_s) == list(STEPS) and result.timings_s["resampling"] == 0.0
     assert {"segmentation", "classification"} <= set(seen)
     assert result.device.startswith("CPU")
-    assert all(d.malignancy_source == "size estimate" for d in result.detections)
+    # no malignancy model: no made-up probability
+    assert all(d.malignancy_source == "no malignancy model" and d.p_malignant is None for d in result.detections)
     assert [d.p_nodule for d in result.detections] == sorted((d.p_nodule for d in result.detections), reverse=True)
 
 
