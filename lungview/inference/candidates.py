@@ -1,8 +1,8 @@
 """Candidates from the segmentation: threshold, one erosion, connected components and
 HU-weighted centres as the book does, then fragments of one nodule merged into one candidate —
-only where each fragment's centre lies inside the other's extent, for every pair of a group
-(complete linkage: never a chain), and never farther apart than MERGE_MAX_MM. Works on the
-bounding box of the segmented region only."""
+only where their centres lie closer than the radius of a sphere holding them all (pieces of one
+ball, not neighbours side by side), never farther apart than MERGE_MAX_MM, so that merging
+never chains. Works on the bounding box of the segmented region only."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def erode6(mask: np.ndarray) -> np.ndarray:
 
 def _fragments(vol: CtVolume, prob: np.ndarray, threshold: float):
     """The book's eroded components (plus rescued blobs) as (label per voxel, voxel coordinates,
-    raw component per label, count), or None when nothing is segmented."""
+    raw component per label, voxels per raw component, count), or None when nothing is
+    segmented."""
     level = int(round(threshold * 255))
     box, hot = _box(prob, level)
     if box is None:
@@ -86,7 +87,7 @@ def _fragments(vol: CtVolume, prob: np.ndarray, threshold: float):
     raw_of = np.zeros(n, dtype=np.int64)
     raw_of[lab] = raw_fg[keep]
     coords = tuple(c + b.start for c, b in zip(np.unravel_index(flat, hot.shape), box))
-    return lab, coords, raw_of, n
+    return lab, coords, raw_of, sizes, n
 
 
 def _min_voxels(vol: CtVolume) -> float:
@@ -109,17 +110,20 @@ def find_candidates(vol: CtVolume, prob: np.ndarray, mask: LungMask | None = Non
     found = _fragments(vol, prob, threshold)
     if found is None:
         return []
-    lab, coords, raw_of, n = found
+    lab, coords, raw_of, raw_sizes, n = found
     spacing = np.asarray(vol.spacing_irc, dtype=np.float64)
     mass, centers, counts = _stats(vol, lab, coords, n)
     if merge:
         # Crumbs the erosion chipped off a larger fragment join the nearest larger fragment of
         # the same blob (within MERGE_MAX_MM), so that they do not become candidates of their own.
         parent = crumb_parents(centers * spacing, counts, raw_of, _min_voxels(vol))
-        _, lab = np.unique(parent[lab], return_inverse=True)
-        n = int(lab.max()) + 1
+        keys, lab = np.unique(parent[lab], return_inverse=True)
+        raw_of, n = raw_of[keys], len(keys)
         mass, centers, counts = _stats(vol, lab, coords, n)
-        groups = merge_groups(centers * spacing, _radii(counts, spacing))
+        # each fragment's share of its blob before the erosion took a layer off everything
+        eroded = np.bincount(raw_of, weights=counts, minlength=len(raw_sizes))
+        volume = counts * raw_sizes[raw_of] / eroded[raw_of] * float(np.prod(spacing))
+        groups = merge_groups(centers * spacing, volume, 0.5 * float(spacing.mean()))
     else:
         groups = [[i] for i in range(n)]
     out = []
@@ -151,34 +155,42 @@ def crumb_parents(pos_mm: np.ndarray, counts: np.ndarray, raw_of: np.ndarray, mi
     return parent
 
 
-def _radii(counts: np.ndarray, spacing_irc) -> np.ndarray:
-    """Equivalent radius in mm of each fragment, plus the voxel layer the erosion took off."""
-    spacing = np.asarray(spacing_irc, dtype=np.float64)
-    return np.cbrt(3.0 * counts * float(np.prod(spacing)) / (4.0 * np.pi)) + float(spacing.mean())
-
-
-def merge_groups(pos_mm: np.ndarray, radius_mm: np.ndarray, max_mm: float = MERGE_MAX_MM) -> list[list[int]]:
-    """Fragments a and b may be one nodule when |a - b| < min(max(r_a, r_b), max_mm): the
-    centre of one lies inside the extent of the other, as for the pieces of one nodule split by
-    a weak spot, and unlike two nodules side by side or a nodule and a vessel piece. Closest
-    pairs first; two groups join only when every cross pair qualifies (no chains)."""
+def merge_groups(pos_mm: np.ndarray, volume_mm3: np.ndarray, pad_mm: float = 0.0,
+                 max_mm: float = MERGE_MAX_MM) -> list[list[int]]:
+    """Fragments join when their centres are closer than the radius of the sphere holding both
+    (plus `pad_mm`, the layer the erosion took off; never more than `max_mm`): the pieces of one
+    nodule split by a weak spot fill a ball around their common centre, two nodules side by side
+    or a nodule and a vessel piece do not. Decided group by group (volume-weighted centres),
+    closest pairs first, so a group stays compact and never chains."""
     n = len(pos_mm)
-    group = list(range(n))
     members = {i: [i] for i in range(n)}
     if n < 2:
         return [members[i] for i in range(n)]
+    group = np.arange(n)
+    centre = np.asarray(pos_mm, dtype=np.float64).copy()
+    volume = np.asarray(volume_mm3, dtype=np.float64).copy()
 
-    def ok(a: int, b: int) -> bool:
-        return np.linalg.norm(pos_mm[a] - pos_mm[b]) < min(max(radius_mm[a], radius_mm[b]), max_mm)
+    def radius(v: float) -> float:
+        return float(np.cbrt(3.0 * v / (4.0 * np.pi))) + pad_mm
 
-    pairs = cKDTree(pos_mm).query_pairs(min(float(radius_mm.max()), max_mm), output_type="ndarray")
-    if len(pairs):
-        dist = np.linalg.norm(pos_mm[pairs[:, 0]] - pos_mm[pairs[:, 1]], axis=1)
-        for i, j in pairs[np.argsort(dist, kind="stable")]:
-            gi, gj = group[i], group[j]
-            if gi == gj or not all(ok(a, b) for a in members[gi] for b in members[gj]):
+    reach = min(2.0 * radius(float(volume.sum())), max_mm)
+    pairs = cKDTree(centre).query_pairs(reach, output_type="ndarray")
+    if not len(pairs):
+        return [members[i] for i in range(n)]
+    pairs = pairs[np.argsort(np.linalg.norm(centre[pairs[:, 0]] - centre[pairs[:, 1]], axis=1), kind="stable")]
+    changed = True
+    while changed:  # a merge moves a group's centre: look at the pairs again until nothing joins
+        changed = False
+        for i, j in pairs:
+            a, b = group[i], group[j]
+            if a == b:
                 continue
-            for m in members[gj]:
-                group[m] = gi
-            members[gi] += members.pop(gj)
+            both = volume[a] + volume[b]
+            if np.linalg.norm(centre[a] - centre[b]) >= min(radius(both), max_mm):
+                continue
+            centre[a] = (centre[a] * volume[a] + centre[b] * volume[b]) / both
+            volume[a] = both
+            group[members[b]] = a
+            members[a] += members.pop(b)
+            changed = True
     return [sorted(m) for _, m in sorted(members.items())]

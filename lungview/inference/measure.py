@@ -28,8 +28,10 @@ MIN_RADIUS_MM = 8.0  # smallest probe around a candidate
 PROBE_MM = 16.0  # probe without a candidate size
 LUNG_HU = -850.0  # used when the surroundings hold too little lung to estimate it
 GROUND_GLASS_ABOVE_LUNG = 150.0  # first pass: ground glass is at least this much denser than lung
-OPENING_FRACTION = 0.5  # second pass: of the inscribed radius ...
+OPENING_FRACTION = 0.5  # opening ball: of the inscribed radius ...
 OPENING_CAP_MM = 5.0  # ... at most this
+COMPACT_EXTENT = 1.5  # a nodule reaches at most this many inscribed radii from its centre
+NECK_RATIO = 0.85  # an attachment is cut off where it is thinner than this many inscribed radii
 GROUND_GLASS_EDGE_HU = -300.0  # an edge below this is ground glass ...
 GROUND_GLASS_BAND = 250.0  # ... and the mask then stops this far above the edge density
 
@@ -66,32 +68,54 @@ def _open(mask, radius_mm: float, spacing) -> np.ndarray:
     return _dilate(_erode(mask, radius_mm, spacing), radius_mm, spacing)
 
 
-def _grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, opening_mm: float,
+def _grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: float,
           upper: float | None = None) -> np.ndarray:
     """The region above `level` (and below `upper`: ground glass) connected to the seed, opened
-    with a ball of `opening_mm` (vessels and spicules thinner than it fall off), then given back
-    what the opening shaved off its own surface: the part of the region within `opening_mm` of
-    the opened body (a vessel keeps only a stub that short). With `upper`, denser tissue inside
-    the ground glass (a solid core, a vessel running through) is added back."""
+    with a ball (vessels and spicules thinner than it fall off), then given back what the
+    opening shaved off its own surface: the part of the region within the ball's radius of the
+    opened body (a vessel keeps only a stub that short). The ball is half the inscribed radius
+    r0, larger while the opened body still reaches far beyond a nodule's extent (a vessel as
+    thick as the nodule). With `upper`, denser tissue inside the ground glass (a solid core, a
+    vessel running through) is added back."""
     dense = (hu > level) & allowed
     region = dense & (hu < upper) if upper is not None and hu[seed] < upper else dense
-    labels, _ = ndimage.label(region)
-    if labels[seed] == 0:
-        return np.zeros_like(region)
-    region = labels == labels[seed]
+    region = _component(region, seed)
+    if region is None:
+        return np.zeros_like(dense)
     if upper is not None:
         region |= dense & _inside_star(region, seed, spacing)
+    opening_mm = min(OPENING_CAP_MM, OPENING_FRACTION * r0)
     if opening_mm >= spacing.min():
-        labels, _ = ndimage.label(_open(region, opening_mm, spacing))
-        if labels[seed]:
-            body = labels == labels[seed]
-        else:  # the seed sat on a thin part: the largest opened part of its component
-            sizes = np.bincount(labels.ravel())
-            sizes[0] = 0
-            body = labels == int(np.argmax(sizes)) if labels.any() else region
-        labels, _ = ndimage.label(region & _dilate(body, opening_mm, spacing))
-        region = labels == labels[seed] if labels[seed] else body
-    return region
+        body = _component(_open(region, opening_mm, spacing), seed)
+        if body is not None:
+            back = _component(region & _dilate(body, opening_mm, spacing), seed)
+            region = body if back is None else back
+    return _cut_at_neck(region, seed, r0, spacing)
+
+
+def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
+    """What reaches beyond a nodule's extent (COMPACT_EXTENT inscribed radii) and is thick (not
+    a spicule) is something attached as thick as the nodule, a vessel: find the neck between the
+    two (the deepest level at which they still connect, by bisection on the distance to the
+    region's edge) and open the region with a ball just wider than the neck. A sphere keeps its
+    shape under an opening with a smaller ball, the attachment falls off."""
+    from_seed = d2_from(seed, region.shape, spacing)
+    far = region & (from_seed > (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
+    if not far.any():
+        return region
+    depth = ndimage.distance_transform_edt(region, sampling=spacing)
+    far &= depth >= max(2.0 * spacing.min(), 0.4 * r0)  # thick: not a spicule
+    if not far.any():
+        return region
+    lo, hi = 0.0, float(depth[seed])
+    for _ in range(10):  # the neck: the highest level at which the seed still reaches `far`
+        mid = (lo + hi) / 2.0
+        part = _component(depth >= mid, seed)
+        lo, hi = (mid, hi) if part is not None and (part & far).any() else (lo, mid)
+    if lo > NECK_RATIO * r0:  # no real neck: one thick body
+        return region
+    body = _component(_open(region, lo + 0.5 * spacing.min(), spacing), seed)
+    return region if body is None else body
 
 
 def _inside_star(region: np.ndarray, seed, spacing, bins: tuple[int, int] = (24, 48)) -> np.ndarray:
@@ -275,7 +299,7 @@ def _second_pass(hu, first, allowed, seed, r0: float, lung_hu: float, spacing, f
         glass = (hu > level) & (hu < upper) & allowed & (from_seed <= (r0 + 2.0) ** 2)
         if glass.any():
             seed = tuple(int(i) for i in np.argwhere(glass)[np.argmin(from_seed[glass])])
-    return _grow(hu, allowed, seed, level, spacing, min(OPENING_CAP_MM, OPENING_FRACTION * r0), upper), level
+    return _grow(hu, allowed, seed, level, spacing, r0, upper), level
 
 
 def d2_from(point, shape, spacing) -> np.ndarray:

@@ -40,6 +40,9 @@ class PhantomConfig:
     noise_hu: float = 18.0
     padding_hu: int | None = -2048  # value outside the scan circle, as scanners store it
     vessels: bool = True
+    # Nodules at given places instead of random ones: ((x, y, z) mm, diameter mm, kind), benign
+    # and smooth; phantom_origin() tells where the volume lies.
+    placed: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,29 @@ _NODULE_HU = {"solid": 35.0, "juxtapleural": 35.0, "ground-glass": -580.0, "part
               "calcified": 450.0}
 
 
+def phantom_origin(cfg: PhantomConfig) -> tuple[float, float, float]:
+    """Patient position (mm) of the first voxel; the axes are the identity."""
+    half_fov = cfg.size * cfg.pixel_mm / 2
+    return (-half_fov + cfg.pixel_mm / 2, -half_fov + cfg.pixel_mm / 2, -200.0 - cfg.slices * cfg.slice_mm / 2)
+
+
+def _draw_placed(frame: _Frame, cfg: PhantomConfig, rng, vol) -> list[tuple]:
+    origin = np.array(phantom_origin(cfg))
+    spacing_xyz = np.array([cfg.pixel_mm, cfg.pixel_mm, cfg.slice_mm])
+    placed = []
+    for xyz, diameter, kind in cfg.placed:
+        c = ((np.asarray(xyz, dtype=np.float64) - origin) / spacing_xyz)[::-1]
+        core = 30.0 if kind == "part-solid" else None
+        visible = frame.inside_lung if kind == "juxtapleural" else None
+        volume = draw_nodule(vol, frame.spacing_irc, c, diameter / 2, _NODULE_HU[kind], rng, "smooth",
+                             core_hu=core, visible=visible)
+        placed.append((c, float(diameter), kind, False, "smooth", volume))
+    return placed
+
+
 def _draw_nodules(frame: _Frame, cfg: PhantomConfig, rng, vol) -> list[tuple]:
+    if cfg.placed:
+        return _draw_placed(frame, cfg, rng, vol)
     count = cfg.nodules if isinstance(cfg.nodules, int) else int(rng.integers(cfg.nodules[0],
                                                                              cfg.nodules[1] + 1))
     placed, taken = [], []
@@ -246,8 +271,7 @@ def make_phantom(seed: int = 0, config: PhantomConfig | None = None, **overrides
         hu[:, outside] = cfg.padding_hu
 
     spacing = (cfg.pixel_mm, cfg.pixel_mm, cfg.slice_mm)
-    origin = (-frame.half_fov + cfg.pixel_mm / 2, -frame.half_fov + cfg.pixel_mm / 2,
-              -200.0 - cfg.slices * cfg.slice_mm / 2)
+    origin = phantom_origin(cfg)
     volume = CtVolume(hu=hu, spacing_xyz=spacing, origin_xyz=origin, direction=np.eye(3),
                       source=f"phantom(seed={seed})", modality="CT",
                       series_uid=f"{PHANTOM_UID_PREFIX}{seed}",
