@@ -12,7 +12,7 @@ from lungview.core import CtVolume, ScanError, SeriesSummary
 from lungview.core.jobs import Cancelled
 from lungview.io.dicom_scan import DicomSeries, ScanReport, SliceHeader
 from lungview.io.hu import HuConverter
-from lungview.io.resample import deshear_slices, resample_slices
+from lungview.io.resample import deshear_slices, fill_missing, resample_slices
 
 # Modalities whose pixels are not Hounsfield units.
 _NON_CT = {"MR", "PT", "NM", "US", "XA", "RF", "CR", "DX", "MG", "OT", "SC", "RTDOSE", "SEG",
@@ -144,35 +144,37 @@ def read_stored_pixels(h: SliceHeader) -> np.ndarray:
 
 
 def _uniform_slices(hu, along, where: Path, notes: list[str], allow_gaps: bool):
-    """Slices on a uniform grid: jitter absorbed, a gap of up to MAX_FILLED missing slices
-    filled by interpolation, a wider gap refused unless `allow_gaps`; the filled (or, for
-    irregular spacing, resampled) slice indices are returned so that nobody mistakes them for
-    measured data."""
+    """Slices on a uniform grid. Positions within JITTER_MM of a uniform grid (fitted to all of
+    them, with room for missing ones) are taken as they are: no resampling, no blending. A gap
+    of up to MAX_FILLED missing slices is filled by interpolation, a wider one refused unless
+    `allow_gaps`; irregular spacing is resampled. The slices that were not measured are
+    returned, so that nobody mistakes them for data."""
     gaps = np.diff(along)
-    step = float(np.median(gaps))
-    if gaps.max() - gaps.min() <= JITTER_MM:
-        if gaps.max() - gaps.min() > _POSITION_TOL_MM:
-            notes.append(f"slice positions jitter by up to {gaps.max() - gaps.min():.2f} mm; taken as a uniform "
-                         f"{(along[-1] - along[0]) / (len(along) - 1):.3f} mm grid (no resampling)")
-        return hu, (along[-1] - along[0]) / (len(along) - 1), []
-    multiples = gaps / step
-    regular = np.abs(gaps - np.round(multiples) * step) <= JITTER_MM
-    if regular.all() and np.round(multiples).min() >= 1:
-        missing = np.round(multiples).astype(int) - 1
-        widest = int(missing.max())
-        if widest > MAX_FILLED and not allow_gaps:
-            k = int(np.argmax(missing))
-            raise SliceGapError(where, f"{widest} slices missing in a row (a {gaps[k]:.2f} mm gap after "
-                                f"{along[k]:.2f} mm where the spacing is {step:.2f} mm); filling more than "
-                                f"{MAX_FILLED} would invent anatomy — open with --allow-gaps to fill it anyway")
+    index = np.concatenate([[0], np.cumsum(np.maximum(1, np.rint(gaps / np.median(gaps))))]).astype(int)
+    step, start = np.polyfit(index, along, 1) if len(along) > 2 else (gaps[0], along[0])
+    residual = float(np.abs(along - (start + step * index)).max())
+    if residual > JITTER_MM:
+        step = float(np.median(gaps))
         out, filled = resample_slices(hu, along - along[0], step, JITTER_MM)
-        notes.append(f"{len(filled)} missing slice(s) (gaps of up to {widest} slice(s)) filled by interpolation; "
-                     "they are marked as interpolated")
+        notes.append(f"non-uniform slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm); resampled to a "
+                     f"uniform {step:.2f} mm, {len(filled)} slice(s) interpolated and marked")
         return out, step, filled
-    out, filled = resample_slices(hu, along - along[0], step, JITTER_MM)
-    notes.append(f"non-uniform slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm); resampled to a uniform "
-                 f"{step:.2f} mm, {len(filled)} slice(s) interpolated and marked")
-    return out, step, filled
+    if residual > _POSITION_TOL_MM:
+        notes.append(f"slice positions jitter by up to {residual:.2f} mm; taken on a uniform {step:.3f} mm grid "
+                     "(no resampling)")
+    missing = np.diff(index) - 1
+    if not missing.any():
+        return hu, float(step), []
+    widest = int(missing.max())
+    if widest > MAX_FILLED and not allow_gaps:
+        k = int(np.argmax(missing))
+        raise SliceGapError(where, f"{widest} slices missing in a row (a {gaps[k]:.2f} mm gap after "
+                            f"{along[k]:.2f} mm where the spacing is {step:.2f} mm); filling more than "
+                            f"{MAX_FILLED} would invent anatomy — open with --allow-gaps to fill it anyway")
+    out, filled = fill_missing(hu, index)
+    notes.append(f"{len(filled)} missing slice(s) (up to {widest} in a row) filled by interpolation and marked "
+                 "as interpolated")
+    return out, float(step), filled
 
 
 def read_series(series: DicomSeries, where: Path, report: ScanReport, progress=None,

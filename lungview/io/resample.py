@@ -17,6 +17,22 @@ def deshear_slices(hu: np.ndarray, shift_rows: np.ndarray, shift_cols: np.ndarra
         hu[k] = np.rint(moved).astype(np.int16)
 
 
+def fill_missing(hu: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Measured slice j goes to position index[j] (sorted, increasing) of a new stack; the
+    positions in between are interpolated linearly from their two measured neighbours.
+    Returns the new int16 array and the interpolated positions."""
+    out = np.empty((int(index[-1]) + 1,) + hu.shape[1:], dtype=np.int16)
+    out[index] = hu
+    filled = []
+    for j in np.flatnonzero(np.diff(index) > 1):
+        a, b = int(index[j]), int(index[j + 1])
+        for m in range(a + 1, b):
+            t = (m - a) / (b - a)
+            out[m] = np.rint(hu[j] * (1.0 - t) + hu[j + 1] * t).astype(np.int16)
+            filled.append(m)
+    return out, filled
+
+
 def resample_slices(hu: np.ndarray, positions_mm: np.ndarray, step_mm: float,
                     tolerance_mm: float) -> tuple[np.ndarray, list[int]]:
     """Slices on a uniform grid of `step_mm` from sorted `positions_mm` (starting at 0): a slice

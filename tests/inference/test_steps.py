@@ -5,7 +5,7 @@ from scipy import ndimage
 
 from lungview.core import CtVolume
 from lungview.core.jobs import Cancelled, CancelToken
-from lungview.inference.candidates import erode6, find_candidates
+from lungview.inference.candidates import erode6
 from lungview.inference.classify import crop
 from lungview.inference.device import resolve_device
 from lungview.inference.lungmask import lung_mask

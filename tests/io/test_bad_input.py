@@ -97,3 +97,49 @@ def test_cli_reports_bad_input_in_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"lungview: error: {bad}: not a DICOM file, nor a "
                                                 "supported volume (.mhd .mha .nii .nii.gz .nrrd .nhdr)"]
     assert proc.stdout == ""
+
+
+def _edit_series(phantom_dicom, folder, edit):
+    shutil.copytree(phantom_dicom, folder)
+    for f in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(f)
+        edit(ds)
+        ds.save_as(f)
+    return folder
+
+
+def test_colour_ct_reaches_its_own_refusal(tmp_path, phantom_dicom):
+    def colour(ds):
+        grey = ds.pixel_array
+        rgb = np.repeat(((grey - grey.min()) // 64).astype(np.uint8)[..., None], 3, axis=2)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = rgb.tobytes()
+
+    folder = _edit_series(phantom_dicom, tmp_path / "rgb", colour)
+    assert pydicom.dcmread(next(folder.iterdir())).Modality == "CT"
+    with pytest.raises(ScanError, match=r"colour \(multi-sample\) images, not a CT scan") as info:
+        open_volume(folder)
+    assert str(folder) in str(info.value)
+
+
+def test_multi_frame_ct_reaches_its_own_refusal(tmp_path, phantom_dicom):
+    def frames(ds):
+        ds.NumberOfFrames = 2
+        ds.PixelData = ds.PixelData * 2
+
+    folder = _edit_series(phantom_dicom, tmp_path / "mf", frames)
+    with pytest.raises(ScanError, match="multi-frame \\(enhanced\\) DICOM is not supported") as info:
+        open_volume(folder)
+    assert str(folder) in str(info.value)
+
+
+@pytest.mark.parametrize("spacing", [["0", "0"], ["-0.7", "0.7"]])
+def test_pixel_spacing_zero_or_negative_names_the_file(tmp_path, phantom_dicom, spacing):
+    def bad(ds):
+        ds.PixelSpacing = spacing
+
+    folder = _edit_series(phantom_dicom, tmp_path / "px", bad)
+    with pytest.raises(ScanError, match="PixelSpacing .* is not positive") as info:
+        open_volume(folder)
+    assert str(folder) in str(info.value) and "\n" not in str(info.value)
