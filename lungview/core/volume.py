@@ -34,6 +34,7 @@ class CtVolume:
     modality: str = "CT"
     series_uid: str = ""
     study_uid: str = ""
+    series_description: str = ""
     slice_thickness_mm: float | None = None
     files: int = 1
     other_series: list[SeriesSummary] = field(default_factory=list)
@@ -82,5 +83,27 @@ class CtVolume:
     def orientation(self) -> str:
         return geometry.orientation_letters(self.direction)
 
+    def summary(self) -> SeriesSummary:
+        """This scan described as one of a folder's series."""
+        return SeriesSummary(series_uid=self.series_uid, modality=self.modality, files=self.files,
+                             description=self.series_description, shape=self.shape,
+                             slice_thickness_mm=self.slice_thickness_mm)
+
     def hu_range(self) -> tuple[int, int]:
         return int(self.hu.min()), int(self.hu.max())
+
+    def not_ct_reason(self) -> str | None:
+        """Why the values do not look like a chest CT in Hounsfield units (a label map, a
+        rescaled image, MR), or None when they do. Looked at on a sample of the voxels."""
+        step = max(1, int(round((self.hu.size / 2e6) ** (1 / 3))))
+        sample = self.hu[::step, ::step, ::step]
+        lo, hi = int(sample.min()), int(sample.max())
+        distinct = np.unique(sample.ravel()[:: max(1, sample.size // 200_000)])
+        if len(distinct) <= 16:
+            values = ", ".join(str(int(v)) for v in distinct[:6]) + (" ..." if len(distinct) > 6 else "")
+            return f"it holds only {len(distinct)} distinct values ({values}): a label map or mask, not a CT"
+        if lo > -500:
+            return f"its lowest value is {lo}: no air, so the values are not Hounsfield units"
+        if hi - lo < 500:
+            return f"its values span only {lo} .. {hi}: not the range of a CT in Hounsfield units"
+        return None

@@ -25,7 +25,8 @@ def run(args) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("LungView")
     options = Options(seg_model=args.seg_model, cls_model=args.cls_model, mal_model=args.mal_model,
-                      device=args.device, interactive=not args.screenshot, demo_models=args.demo)
+                      device=args.device, interactive=not args.screenshot, demo_models=args.demo,
+                      allow_gaps=args.allow_gaps)
     settings = QSettings("LungView", "LungView")
     window = MainWindow(options, settings)
     window.show()
@@ -36,10 +37,11 @@ def run(args) -> int:
 
         def finish(ok: bool):
             app.processEvents()
-            if ok or window.state.volume is not None:
+            if ok:
                 window.screenshot().save(str(out))
                 print(f"screenshot saved to {out}")
-            else:
+            else:  # no markers to show: say why, save nothing
+                sys.stderr.write(f"lungview: error: detection failed: {window.message.text()}\n")
                 status["code"] = 2
             QTimer.singleShot(0, window.close)
 

@@ -1,5 +1,7 @@
-"""The main window: four views (axial, coronal, sagittal, 3D), the detections panel, menus,
-status bar with HU / xyz / irc under the cursor, progress with Cancel and the device badge."""
+"""The main window: notices above four views (axial, coronal, sagittal, 3D), the detections
+panel, menus, a status bar with HU / xyz / irc under the cursor, window/level boxes, progress
+with Cancel and the device badge. Jobs run on two workers (loading, compute); every job is
+tracked until it ends, whether its result is used or dropped as stale."""
 
 from __future__ import annotations
 
@@ -8,25 +10,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings, QTimer, Signal
+from PySide6.QtCore import QSettings, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QGridLayout, QInputDialog, QLabel, QMainWindow, QMessageBox,
-                               QProgressBar, QPushButton, QSplitter, QWidget)
+from PySide6.QtWidgets import (QDialog, QFileDialog, QGridLayout, QLabel, QMainWindow, QMessageBox, QProgressBar,
+                               QPushButton, QSplitter, QVBoxLayout, QWidget)
 
+from lungview.gui.dialogs import ROLES, ModelsDialog, SeriesDialog
 from lungview.gui.panels import DetectionsPanel
 from lungview.gui.slice_view import SliceView
 from lungview.gui.state import PLANES, PRESETS, Findings, ViewerState
+from lungview.gui.widgets import Banner, WindowLevelBox
 from lungview.gui.worker import Worker
 from lungview.synthetic.phantom import is_phantom_uid
 
 SHORTCUTS = [
     ("Ctrl+O", "Open a scan file"), ("Ctrl+Shift+O", "Open a DICOM folder"),
     ("Up / Down, wheel", "Next / previous slice in the view under the mouse (axial with keys)"),
-    ("Page Up / Page Down", "Ten slices"), ("Ctrl+wheel", "Zoom"), ("Left drag", "Pan"),
-    ("Right drag", "Window / level"), ("1 / 2 / 3", "Lung / mediastinum / bone window"),
-    ("N / P", "Next / previous detection"), ("S", "Segmentation overlay on / off"),
-    ("F, double-click", "Maximise the axial (or the double-clicked) view / back to four views"), ("Ctrl+D", "Run detection"),
-    ("Esc", "Cancel the running job"), ("F1", "This list"),
+    ("Page Up / Page Down", "Ten slices"), ("Ctrl+wheel", "Zoom"), ("Home", "Reset the zoom of every view"),
+    ("Left drag", "Pan (ruler on: measure)"), ("Right drag", "Window / level (or type it in the status bar)"),
+    ("1 / 2 / 3", "Lung / mediastinum / bone window"), ("C", "Crosshair on / off"), ("L", "Ruler on / off"),
+    ("N / P", "Next / previous detection, in the table's order"), ("S", "Segmentation overlay on / off"),
+    ("F, double-click", "Maximise the axial (or the double-clicked) view / back to four views"),
+    ("Ctrl+D", "Run detection"), ("Esc", "Cancel the running jobs"), ("F1", "This list"),
 ]
 
 
@@ -40,6 +45,7 @@ class Options:
     interactive: bool = True  # dialogs (series picker, errors); off for --screenshot and tests
     demo_models: bool = False  # --demo: the shipped demo models, whatever the user directory holds
     view3d: bool = True  # needs an OpenGL context (xcb); tests on the offscreen platform turn it off
+    allow_gaps: bool = False  # fill runs of more than two missing slices instead of refusing
 
 
 class MainWindow(QMainWindow):
@@ -58,23 +64,12 @@ class MainWindow(QMainWindow):
         from lungview.gui.view3d import make_3d_view, placeholder
 
         self.view3d = make_3d_view(self.state) if self.options.view3d else placeholder("3D view off")
-        grid = QWidget()
-        self.grid = QGridLayout(grid)
-        self.grid.setSpacing(2)
-        self.grid.setContentsMargins(0, 0, 0, 0)
-        for w, (r, c) in zip([*self.views.values(), self.view3d], [(0, 0), (0, 1), (1, 0), (1, 1)]):
-            self.grid.addWidget(w, r, c)
+        self.banner = Banner()
         self.panel = DetectionsPanel(self.state)
-        split = QSplitter()
-        split.addWidget(grid)
-        split.addWidget(self.panel)
-        split.setStretchFactor(0, 4)
-        split.setStretchFactor(1, 1)
-        self.setCentralWidget(split)
+        self.setCentralWidget(self._layout())
         self._status_bar()
         self._menus()
-        self.loader = Worker(self)
-        self.compute = Worker(self)
+        self.loader, self.compute = Worker(self), Worker(self)
         for w in (self.loader, self.compute):
             w.job_progress.connect(self._progress)
             w.job_failed.connect(self._failed)
@@ -82,26 +77,57 @@ class MainWindow(QMainWindow):
             w.start()
         self.loader.job_finished.connect(self._loaded)
         self.compute.job_finished.connect(self._detected)
-        self.current_jobs: set[int] = set()
+        self.jobs: dict[int, str] = {}  # every job submitted and not yet ended: id -> "load" / "detect"
         self.load_job = self.detect_job = None
+        self.pipeline_runs = 0  # detections that computed (not cancelled before starting)
         self._step_started: tuple[str, float, int] | None = None
         self.model_cache = None  # created on the compute thread by the first detection
         self.detect_index = -1
+        self.dialogs: list[QDialog] = []
+        self._opening, self._chosen_series = "", False
         self.state.cursor_changed.connect(self._cursor_status)
+        self.state.findings_changed.connect(self._count_status)
         for view in self.views.values():
             view.hovered.connect(self._hover_status)
             view.maximise.connect(lambda v=view: self.toggle_maximised(v))
+            view.measured.connect(lambda mm: self.message.setText(f"ruler: {mm:.1f} mm"))
         self.panel.navigate.connect(lambda i: self._go_to(i, select=False))
         self._update_device_badge()
 
     # -- chrome ------------------------------------------------------------------------
+    def _layout(self) -> QWidget:
+        grid_widget = QWidget()
+        self.grid = QGridLayout(grid_widget)
+        self.grid.setSpacing(2)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        for w, (r, c) in zip([*self.views.values(), self.view3d], [(0, 0), (0, 1), (1, 0), (1, 1)]):
+            self.grid.addWidget(w, r, c)
+        for k in (0, 1):  # four equal quarters, also after a view was maximised and restored
+            self.grid.setRowStretch(k, 1)
+            self.grid.setColumnStretch(k, 1)
+        left = QWidget()
+        column = QVBoxLayout(left)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        column.addWidget(self.banner)
+        column.addWidget(grid_widget, 1)
+        split = QSplitter()
+        split.addWidget(left)
+        split.addWidget(self.panel)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setSizes([930, 470])
+        return split
+
     def _status_bar(self):
         bar = self.statusBar()
         self.position = QLabel("no scan")
-        self.position.setMinimumWidth(420)
+        self.position.setMinimumWidth(400)
         self.message = QLabel("")
+        self.count = QLabel("")
+        self.window_level = WindowLevelBox(self.state)
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(180)
+        self.progress.setMaximumWidth(160)
         self.progress.hide()
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.hide()
@@ -109,15 +135,19 @@ class MainWindow(QMainWindow):
         self.badge = QLabel("")
         bar.addWidget(self.position)
         bar.addWidget(self.message, 1)
-        bar.addPermanentWidget(self.progress)
-        bar.addPermanentWidget(self.cancel_button)
-        bar.addPermanentWidget(self.badge)
+        for w in (self.count, self.window_level, self.progress, self.cancel_button, self.badge):
+            bar.addPermanentWidget(w)
 
-    def _action(self, menu, text, slot, shortcut=None):
+    def _action(self, menu, text, slot, shortcut=None, checkable=False, checked=False):
         act = QAction(text, self)
         if shortcut:
             act.setShortcut(QKeySequence(shortcut))
-        act.triggered.connect(slot)
+        if checkable:
+            act.setCheckable(True)
+            act.setChecked(checked)
+            act.toggled.connect(slot)
+        else:
+            act.triggered.connect(slot)
         menu.addAction(act)
         self.addAction(act)
         return act
@@ -134,6 +164,11 @@ class MainWindow(QMainWindow):
         v = m.addMenu("&View")
         for key, name in zip("123", PRESETS):
             self._action(v, f"{name.title()} window", lambda _=False, n=name: self.state.set_window(*PRESETS[n]), key)
+        self._action(v, "Reset zoom", self.reset_zoom, "Home")
+        self.crosshair_action = self._action(v, "Crosshair", lambda on: self.state.set_display(crosshair=on), "C",
+                                             checkable=True, checked=True)
+        self.ruler_action = self._action(v, "Ruler (left drag measures in mm)",
+                                         lambda on: self.state.set_display(ruler=on), "L", checkable=True)
         self._action(v, "Segmentation overlay", lambda: self.state.set_overlay(visible=not self.state.seg_visible), "S")
         self._action(v, "Maximise axial view (double-click maximises any view)", lambda: self.toggle_maximised(), "F")
         self._action(v, "Next slice", lambda: self.state.step("axial", 1), "Up")
@@ -155,6 +190,10 @@ class MainWindow(QMainWindow):
         box.setStyleSheet("QLabel { font-family: monospace; }")
         box.open()
         self.help_box = box
+
+    def reset_zoom(self):
+        for view in self.views.values():
+            view.reset_zoom()
 
     def toggle_maximised(self, view=None):
         """Show `view` (default: the axial one) alone, or all four views again."""
@@ -196,8 +235,16 @@ class MainWindow(QMainWindow):
         if irc is not None and self.state.volume is not None:
             self.position.setText(self._describe(irc))
 
+    def _count_status(self):
+        f = self.state.findings
+        if not f.detections:
+            self.count.setText("")
+            return
+        self.count.setText(f"{len(self.state.visible())} of {len(f.detections)} candidates "
+                           f"at p_nodule ≥ {self.state.threshold:.2f}")
+
     def _progress(self, job_id, done, total, message):
-        if job_id not in self.current_jobs:
+        if job_id not in self.jobs:
             return
         step = message.split(":")[0]
         now = time.monotonic()
@@ -214,38 +261,49 @@ class MainWindow(QMainWindow):
         self.progress.setValue(done)
         self.message.setText(f"{message} {done}/{total}{eta}")
 
-    def _job_over(self, job_id):
-        self.current_jobs.discard(job_id)
-        if not self.current_jobs:
+    # -- jobs --------------------------------------------------------------------------
+    def _submit(self, worker: Worker, kind: str, name: str, fn) -> int:
+        job = worker.submit(name, fn)
+        self.jobs[job.id] = kind
+        return job.id
+
+    def _job_over(self, job_id) -> str | None:
+        """Every ended job leaves the books, used or stale: nothing stays visible for good."""
+        kind = self.jobs.pop(job_id, None)
+        if not self.jobs:
             self.progress.hide()
             self.cancel_button.hide()
             self._step_started = None
+        return kind
 
     def show_error(self, text: str):
         self.message.setText(text)
-        if self.options.interactive:
-            QMessageBox.critical(self, "LungView", text)
+        if self.options.interactive:  # never a blocking box: closing the window must stay possible
+            box = QMessageBox(QMessageBox.Critical, "LungView", text, parent=self)
+            box.open()
+            self.dialogs.append(box)
 
     def _failed(self, job_id, text):
-        if job_id not in self.current_jobs:
-            return
-        self._job_over(job_id)
-        self.show_error(text)
-        if job_id == self.load_job:
-            self.scan_loaded.emit(False)
+        kind = self._job_over(job_id)
+        if job_id not in (self.load_job, self.detect_job):
+            return  # a superseded job's failure is nobody's business
+        if kind == "load" and "--allow-gaps" in text:  # a wide gap of missing slices
+            self._offer_gaps(text)
         else:
-            self.detection_done.emit(False)
+            self.show_error(text)
+        (self.scan_loaded if kind == "load" else self.detection_done).emit(False)
 
     def _cancelled(self, job_id):
-        if job_id in self.current_jobs:
-            self._job_over(job_id)
+        kind = self._job_over(job_id)
+        if job_id in (self.load_job, self.detect_job):
             self.message.setText("cancelled")
-            if job_id == self.detect_job:
+            if kind == "detect":
                 self.detection_done.emit(False)
 
     def cancel_jobs(self):
+        """Esc: the running jobs and the queued ones."""
         for w in (self.loader, self.compute):
-            w.cancel()
+            w.cancel_all()
 
     # -- opening -----------------------------------------------------------------------
     def choose_file(self):
@@ -278,44 +336,73 @@ class MainWindow(QMainWindow):
         self.settings.setValue("recent", [path, *recent][:10])
         self._fill_recent()
 
-    def open_path(self, path, series: str | None = None):
+    def open_path(self, path, series: str | None = None, allow_gaps: bool | None = None):
+        """Open a scan; `series` given means the reader chose it: no picker afterwards."""
         from lungview.io import open_volume
 
         path = str(path)
-        self.open_job(f"opening {Path(path).name}", lambda progress, cancel: open_volume(path, series, progress, cancel))
+        gaps = self.options.allow_gaps if allow_gaps is None else allow_gaps
+        self._opening, self._chosen_series = path, series is not None
+        self.open_job(f"opening {Path(path).name}",
+                      lambda progress, cancel: open_volume(path, series, progress, cancel, allow_gaps=gaps))
+
+    def _offer_gaps(self, text: str):
+        """A scan refused for a wide gap of missing slices: the reader may fill it anyway."""
+        self.message.setText(text)
+        if not self.options.interactive:
+            return
+        box = QMessageBox(QMessageBox.Warning, "LungView", text + "\n\nOpen it with the gap filled by interpolation "
+                          "(the filled slices are marked)?", QMessageBox.Open | QMessageBox.Cancel, self)
+        path = self._opening
+        box.accepted.connect(lambda: self.open_path(path, allow_gaps=True))
+        box.open()
+        self.dialogs.append(box)
 
     def open_job(self, name: str, fn):
-        """Load a volume in the background: fn(progress, cancel) -> CtVolume."""
-        self.loader.cancel()
-        self.compute.cancel()
-        job = self.loader.submit(name, fn)
-        self.load_job = job.id
-        self.current_jobs.add(job.id)
+        """Load a volume in the background: fn(progress, cancel) -> CtVolume. Whatever runs
+        (another load, a detection) is cancelled: its result would be stale."""
+        self.cancel_jobs()
+        self.load_job = self._submit(self.loader, "load", name, fn)
         self.message.setText(name)
 
     def _loaded(self, job_id, vol):
+        self._job_over(job_id)
         if job_id != self.load_job:
             return  # a newer open superseded this one
-        self._job_over(job_id)
         self.state.set_volume(vol)
         if Path(vol.source).exists():
             self._remember(vol.source)
         self.setWindowTitle(f"LungView — {vol.source}")
-        notes = "; ".join(vol.warnings)
-        self.message.setText(f"{vol.shape[0]}×{vol.shape[1]}×{vol.shape[2]} voxels" + (f" — {notes}" if notes else ""))
-        self.message.setToolTip("\n".join(vol.warnings))
+        self.message.setText(f"{vol.shape[0]}×{vol.shape[1]}×{vol.shape[2]} voxels")
+        self._show_notices(vol)
         self.scan_loaded.emit(True)
-        if vol.other_series and self.options.interactive:
-            QTimer.singleShot(0, lambda: self._pick_series(vol))
-        if self.options.detect:
+        if vol.other_series and self.options.interactive and not self._chosen_series:
+            self._pick_series(vol)
+        if self.options.detect and vol.not_ct_reason() is None:
             self.run_detection()
 
+    def _show_notices(self, vol):
+        notes = list(vol.warnings)
+        reason = vol.not_ct_reason()
+        if reason:
+            notes.insert(0, f"This volume does not look like CT: {reason}. Detection was not run; "
+                         "Detect → Run detection (Ctrl+D) runs it anyway.")
+        if vol.interpolated_slices:
+            notes.append(f"{len(vol.interpolated_slices)} slice(s) are interpolated, not measured: marked orange "
+                         "in the views")
+        self.banner.show_notices(notes, "error" if reason else "warning")
+
     def _pick_series(self, vol):
-        items = [f"{vol.series_uid or '(this series)'} — {vol.files} files (open)"]
-        items += [f"{s.series_uid} — {s.modality}, {s.files} files {s.description}" for s in vol.other_series]
-        choice, ok = QInputDialog.getItem(self, "Several series", "This folder holds several series:", items, 0, False)
-        if ok and choice != items[0]:
-            self.open_path(vol.source, series=choice.split(" — ")[0])
+        """The folder's series with their descriptions, slice counts and thickness."""
+        dialog = SeriesDialog([vol.summary(), *vol.other_series], vol.series_uid, self)
+        self.series_dialog = dialog
+        dialog.accepted.connect(lambda: self._series_chosen(vol, dialog.chosen()))
+        dialog.open()
+        self.dialogs.append(dialog)
+
+    def _series_chosen(self, vol, summary):
+        if summary is not None and summary.series_uid != vol.series_uid:
+            self.open_path(vol.source, series=summary.series_uid)
 
     # -- detection ---------------------------------------------------------------------
     def model_paths(self) -> dict:
@@ -327,24 +414,36 @@ class MainWindow(QMainWindow):
                 "mal": o.mal_model or self.settings.value("mal_model", "") or None}
 
     def choose_models(self):
-        for key, label in (("seg_model", "segmentation"), ("cls_model", "nodule classifier"),
-                           ("mal_model", "malignancy classifier (cancel: size estimate)")):
-            path, _ = QFileDialog.getOpenFileName(self, f"Checkpoint: {label}", str(Path.home()),
-                                                  "Checkpoints (*.state *.pt *.pth);;All files (*)")
-            self.settings.setValue(key, path or "")
+        """One dialog for the three roles; nothing changes unless the reader saves."""
+        current = {key: self.settings.value(key, "") or None for _, key, _ in ROLES}
+        dialog = ModelsDialog(current, self, use_user_dir=not self.options.demo_models)
+        self.models_dialog = dialog
+        rerun = []
+        dialog.rerun.connect(lambda: rerun.append(True))
+        dialog.accepted.connect(lambda: self._models_saved(dialog, bool(rerun)))
+        dialog.open()
+        self.dialogs.append(dialog)
+
+    def _models_saved(self, dialog: ModelsDialog, rerun: bool):
+        for _, key, _ in ROLES:
+            self.settings.setValue(key, dialog.choices[key] or "")
+        self.message.setText("models saved")
+        if rerun:
+            self.run_detection()
 
     def run_detection(self):
         vol = self.state.volume
         if vol is None:
             return
         paths, device, user_dir = self.model_paths(), self.options.device, not self.options.demo_models
-        self.compute.cancel()
+        self.compute.cancel_all()  # a newer request supersedes the queued and the running ones
 
         def job(progress, cancel):
             from lungview.inference.device import resolve_device
             from lungview.inference.pipeline import Pipeline
             from lungview.models.registry import ModelCache, resolve_models
 
+            self.pipeline_runs += 1
             if self.model_cache is None:
                 self.model_cache = ModelCache()  # lives on the compute thread
             choices = resolve_models(paths["seg"], paths["cls"], paths["mal"], use_user_dir=user_dir)
@@ -354,15 +453,13 @@ class MainWindow(QMainWindow):
                 vol, progress, cancel)
             return vol, result, choices, info
 
-        j = self.compute.submit("detection", job)
-        self.detect_job = j.id
-        self.current_jobs.add(j.id)
+        self.detect_job = self._submit(self.compute, "detect", "detection", job)
 
     def _detected(self, job_id, payload):
+        self._job_over(job_id)
         vol, result, choices, info = payload
         if job_id != self.detect_job or vol is not self.state.volume:
-            return  # stale: another scan is shown now
-        self._job_over(job_id)
+            return  # stale: superseded, or another scan is shown now
         demo = any(c is not None and c.origin == "demo" for c in choices.values())
         models = {role: f"{label} [{choices[role].origin}]" if choices.get(role) else label
                   for role, label in result.models.items()}
@@ -372,9 +469,10 @@ class MainWindow(QMainWindow):
             lung_small=None if lung is None else lung.small, lung_step=1 if lung is None else lung.step,
             device=info.name + (" bf16" if info.bf16 else ""),
             demo_on_real_scan=demo and not is_phantom_uid(vol.series_uid)))
+        for note in result.notes:
+            self.banner.add_notice(note, "info" if not self.banner.notices else "warning")
         total = sum(result.timings_s.values())
-        self.message.setText(f"{len(self.state.visible())} detections from {result.candidates} candidates in "
-                             f"{total:.1f} s on {info.name}")
+        self.message.setText(f"detection: {result.candidates} candidates in {total:.1f} s on {info.name}")
         if not self.options.interactive:  # screenshots: show the most likely nodule in every view
             self._go_to(0)
         self.detection_done.emit(True)
@@ -384,13 +482,17 @@ class MainWindow(QMainWindow):
         if 0 <= index < len(rows):
             self.detect_index = index
             self.state.set_cursor(rows[index].center_irc)
+            for view in self.views.values():  # a zoomed view pans to the nodule
+                view.ensure_visible(rows[index].center_irc)
             if select:
                 self.panel.select_row(index)
 
     def step_detection(self, delta: int):
-        rows = self.state.visible()
-        if rows:
-            self._go_to((self.detect_index + delta) % len(rows))
+        """N / P: the next row of the table as it is sorted."""
+        order = self.panel.ordered()
+        if order:
+            at = order.index(self.detect_index) if self.detect_index in order else (-1 if delta > 0 else 0)
+            self._go_to(order[(at + delta) % len(order)])
 
     def screenshot(self):
         """The window as an image, with the 3D view's OpenGL frame painted in (a native GL window
@@ -408,6 +510,8 @@ class MainWindow(QMainWindow):
         return pix
 
     def closeEvent(self, ev):  # noqa: N802
+        for dialog in self.dialogs:
+            dialog.close()
         for w in (self.loader, self.compute):
             w.shutdown()
         super().closeEvent(ev)

@@ -11,7 +11,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeade
 from lungview.gui.slice_view import malignancy_color
 from lungview.gui.state import ViewerState
 
-COLUMNS = ("p_nodule", "p_malignant", "diameter mm", "size", "x mm", "y mm", "z mm")
+COLUMNS = ("p_nod", "p_mal", "diam", "long×short", "size", "x", "y", "z")
+TIPS = ("the classifier's probability of a nodule", "the malignancy model's probability (— without one)",
+        "equivalent-sphere diameter, mm (LUNA16's diameter_mm)", "long and short axis in the axial plane, mm",
+        "size category from the mean of long and short axis", "x, mm (patient, LPS)", "y, mm", "z, mm")
 
 
 class _NumberItem(QTableWidgetItem):
@@ -31,9 +34,16 @@ class Legend(QWidget):
         super().__init__(parent)
         self.setMinimumHeight(34)
 
+    graded = True  # False: no malignancy model, markers have one neutral colour
+
     def paintEvent(self, ev):  # noqa: N802
         p = QPainter(self)
         bar = self.rect().adjusted(8, 4, -8, -18)
+        if not self.graded:
+            p.fillRect(bar, malignancy_color(None))
+            p.setPen(self.palette().windowText().color())
+            p.drawText(bar.left(), bar.bottom() + 14, "no malignancy model: markers in one colour")
+            return
         grad = QLinearGradient(bar.left(), 0, bar.right(), 0)
         for t in (0.0, 0.5, 1.0):
             grad.setColorAt(t, malignancy_color(t))
@@ -76,12 +86,17 @@ class DetectionsPanel(QWidget):
         layout.addLayout(row)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        for j, tip in enumerate(TIPS):
+            self.table.horizontalHeaderItem(j).setToolTip(tip)
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.Stretch)  # every column fits the panel, x/y/z included
+        header.setMinimumSectionSize(36)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         layout.addWidget(self.table, 1)
         overlay = QHBoxLayout()
         self.overlay_box = QCheckBox("segmentation overlay")
@@ -91,7 +106,8 @@ class DetectionsPanel(QWidget):
         overlay.addWidget(self.overlay_box)
         overlay.addWidget(self.opacity, 1)
         layout.addLayout(overlay)
-        layout.addWidget(Legend())
+        self.legend = Legend()
+        layout.addWidget(self.legend)
         self.models = QLabel("")
         self.models.setWordWrap(True)
         self.models.setStyleSheet("color: palette(mid);")
@@ -101,6 +117,15 @@ class DetectionsPanel(QWidget):
         self.opacity.valueChanged.connect(lambda v: state.set_overlay(opacity=v / 100.0))
         self.table.itemSelectionChanged.connect(self._selected)
         state.findings_changed.connect(self.refresh)
+        state.overlay_changed.connect(self._overlay_changed)
+
+    def _overlay_changed(self):
+        """The S key and the check box stay in step: both go through the state."""
+        for widget, value in ((self.overlay_box, self.state.seg_visible),
+                              (self.opacity, int(round(self.state.seg_opacity * 100)))):
+            widget.blockSignals(True)
+            (widget.setChecked if widget is self.overlay_box else widget.setValue)(value)
+            widget.blockSignals(False)
 
     def refresh(self):
         st = self.state
@@ -112,12 +137,18 @@ class DetectionsPanel(QWidget):
         for i, d in enumerate(self.rows):
             x, y, z = d.center_xyz
             p_mal = (-1.0, "—") if d.p_malignant is None else (d.p_malignant, f"{d.p_malignant:.3f}")
-            values = [(d.p_nodule, f"{d.p_nodule:.3f}"), p_mal,
-                      (d.diameter_mm, f"{d.diameter_mm:.1f}"), (d.diameter_mm, d.size_category),
-                      (x, f"{x:.1f}"), (y, f"{y:.1f}"), (z, f"{z:.1f}")]
+            values = [(d.p_nodule, f"{d.p_nodule:.2f}"), p_mal, (d.diameter_mm, f"{d.diameter_mm:.1f}"),
+                      (d.long_axis_mm, f"{d.long_axis_mm:.0f}×{d.short_axis_mm:.0f}"),
+                      (d.mean_diameter_mm, d.size_category.replace(" mm", "")),
+                      (x, f"{x:.0f}"), (y, f"{y:.0f}"), (z, f"{z:.0f}")]
+            tip = (f"{d.diameter_mm:.1f} mm equivalent diameter, {d.long_axis_mm:.1f} × {d.short_axis_mm:.1f} mm "
+                   f"(mean {d.mean_diameter_mm:.1f}), {d.volume_mm3:.0f} mm³; centre ({x:.1f}, {y:.1f}, {z:.1f}) mm"
+                   + ("" if d.size_source == "scan" else "; size of its segmentation blob, not measured")
+                   + "".join(f"\n{n}" for n in d.notes))
             for j, (v, text) in enumerate(values):
-                item = _NumberItem(float(v), text)
+                item = _NumberItem(float(v), text + (" ⚠" if j == 0 and d.notes else ""))
                 item.setData(Qt.UserRole, i)
+                item.setToolTip(tip)
                 if j == 1:
                     item.setForeground(malignancy_color(d.p_malignant))
                 self.table.setItem(i, j, item)
@@ -126,10 +157,16 @@ class DetectionsPanel(QWidget):
         self.summary.setText(f"{len(self.rows)} of {total} candidates with p_nodule >= {st.threshold:.2f}"
                              + (f" — {f.device}" if f.device else ""))
         self.models.setText("\n".join(f"{role}: {label}" for role, label in f.models.items()))
+        self.legend.graded = not self.rows or any(d.p_malignant is not None for d in self.rows)
+        self.legend.update()
         self.warning.setVisible(f.demo_on_real_scan)
         self.warning.setText("Demo models (trained on synthetic phantoms) produced these markers on a real "
                              "scan: they are not meaningful. Fetch the book's models "
                              "(scripts/fetch_book_models.py) or choose checkpoints in Detect → Models.")
+
+    def ordered(self) -> list[int]:
+        """Indices into state.visible() in the order the table shows them (its sort)."""
+        return [int(self.table.item(r, 0).data(Qt.UserRole)) for r in range(self.table.rowCount())]
 
     def select_row(self, index: int) -> None:
         """Select the detection `index` of state.visible(), wherever sorting put it."""

@@ -1,7 +1,8 @@
-"""One slice plane (axial, coronal or sagittal) of the scan with crosshair, nodule markers and
-the segmentation overlay. Data coordinates are millimetres in the plane, so the aspect is right
-for any voxel spacing. Wheel: scroll slices (Ctrl+wheel: zoom); left click: move the cursor;
-left drag: pan; right drag: window/level."""
+"""One slice plane (axial, coronal or sagittal) of the scan with crosshair, nodule markers, the
+segmentation overlay, interpolated slices marked and a ruler. Data coordinates are millimetres in
+the plane, so the aspect is right for any voxel spacing and a ruler's length is a plain distance.
+Wheel: scroll slices (Ctrl+wheel: zoom); left click: move the cursor; left drag: pan (in ruler
+mode: measure); right drag: window/level."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen
-from PySide6.QtWidgets import QGraphicsEllipseItem, QLabel
+from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem, QLabel
 
 from lungview.core.geometry import orientation_letters
 from lungview.gui.state import PLANES, ViewerState
@@ -44,6 +45,8 @@ class _PlaneBox(pg.ViewBox):
     scrolled = Signal(int)
     clicked = Signal(float, float)
     window_drag = Signal(float, float, bool)  # dx, dy (pixels), finished
+    ruler_drag = Signal(float, float, float, float, bool)  # start and end (mm in the plane), finished
+    ruler_mode = False
 
     def wheelEvent(self, ev, axis=None):  # noqa: N802 - Qt naming
         if ev.modifiers() & Qt.ControlModifier:
@@ -65,6 +68,10 @@ class _PlaneBox(pg.ViewBox):
             d = ev.screenPos() - ev.lastScreenPos()
             self.window_drag.emit(d.x(), d.y(), ev.isFinish())
             ev.accept()
+        elif ev.button() == Qt.LeftButton and self.ruler_mode:
+            a, b = self.mapSceneToView(ev.buttonDownScenePos()), self.mapSceneToView(ev.scenePos())
+            self.ruler_drag.emit(a.x(), a.y(), b.x(), b.y(), ev.isFinish())
+            ev.accept()
         else:
             super().mouseDragEvent(ev, axis)
 
@@ -72,6 +79,7 @@ class _PlaneBox(pg.ViewBox):
 class SliceView(pg.GraphicsLayoutWidget):
     hovered = Signal(object)  # voxel (index, row, col) under the mouse, or None
     maximise = Signal()  # double click: this view alone / back to four
+    measured = Signal(float)  # a ruler's length in mm
 
     def __init__(self, state: ViewerState, plane: str, parent=None):
         super().__init__(parent)
@@ -90,7 +98,15 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.box.addItem(self.hline, ignoreBounds=True)
         self.box.addItem(self.vline, ignoreBounds=True)
         self.markers: list[QGraphicsEllipseItem] = []
+        self.bands: list[QGraphicsRectItem] = []  # interpolated slices, in coronal and sagittal
+        self.ruler_line = pg.PlotDataItem(pen=pg.mkPen((255, 120, 255), width=2), symbol="o", symbolSize=5,
+                                          symbolBrush=(255, 120, 255))
+        self.ruler_text = pg.TextItem(color=(255, 160, 255), anchor=(0, 1))
+        self.box.addItem(self.ruler_line, ignoreBounds=True)
+        self.box.addItem(self.ruler_text, ignoreBounds=True)
+        self.ruler: tuple[int, tuple[float, float, float, float]] | None = None  # (slice, x0, y0, x1, y1)
         self._drawn = None  # what the image and markers show now, to redraw only on change
+        self._cursor_at_press = None
         self.title = QLabel(plane, self)
         self.title.setStyleSheet("color: #ddd; background: transparent; font-weight: bold;")
         self.letters = {k: QLabel("", self) for k in ("left", "right", "top", "bottom")}
@@ -99,12 +115,14 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.box.scrolled.connect(lambda d: self.state.step(self.plane, d))
         self.box.clicked.connect(self._clicked)
         self.box.window_drag.connect(self._window_drag)
+        self.box.ruler_drag.connect(self._ruler_drag)
         self.scene().sigMouseMoved.connect(self._mouse_moved)
         state.volume_changed.connect(self._volume_changed)
         state.cursor_changed.connect(self.refresh)
         state.window_changed.connect(self._levels)
         state.findings_changed.connect(lambda: self.refresh(force=True))
         state.overlay_changed.connect(lambda: self.refresh(force=True))
+        state.display_changed.connect(self._display_changed)
 
     # -- geometry --------------------------------------------------------------------
     def _mm(self, row: float, col: float) -> tuple[float, float]:
@@ -118,8 +136,43 @@ class SliceView(pg.GraphicsLayoutWidget):
         down = {"axial": letters[1], "coronal": OPPOSITE[letters[2]], "sagittal": OPPOSITE[letters[2]]}[self.plane]
         for key, text in (("right", right), ("left", OPPOSITE[right]), ("bottom", down), ("top", OPPOSITE[down])):
             self.letters[key].setText(text)
+        self.ruler = None
+        self._draw_bands()
         self.refresh(force=True)
+        self.reset_zoom()
+
+    def reset_zoom(self):
         self.box.autoRange(padding=0.02)
+
+    def ensure_visible(self, irc):
+        """Pan (keeping the zoom) so that the voxel lies well inside the view."""
+        row, col = self.state.to_plane(self.plane, irc)
+        x, y = self._mm(row + 0.5, col + 0.5)
+        (x0, x1), (y0, y1) = self.box.viewRange()
+        mx, my = 0.1 * (x1 - x0), 0.1 * (y1 - y0)
+        if not (x0 + mx <= x <= x1 - mx and y0 + my <= y <= y1 - my):
+            self.box.translateBy(x=x - (x0 + x1) / 2, y=y - (y0 + y1) / 2)
+
+    def _draw_bands(self):
+        """Slices made by interpolation, marked across the coronal and sagittal views."""
+        for b in self.bands:
+            self.box.removeItem(b)
+        self.bands = []
+        vol = self.state.volume
+        if self.plane == "axial" or not vol.interpolated_slices:
+            return
+        top = vol.shape[0] - 1
+        sr, sc = self.state.plane_spacing(self.plane)
+        width = vol.shape[2] if self.plane == "coronal" else vol.shape[1]
+        runs = np.split(np.array(vol.interpolated_slices), np.flatnonzero(np.diff(vol.interpolated_slices) > 1) + 1)
+        for run in runs:
+            row0 = top - int(run[-1])  # displayed rows run head to foot
+            band = QGraphicsRectItem(0, row0 * sr, width * sc, len(run) * sr)
+            band.setPen(QPen(Qt.NoPen))
+            band.setBrush(QColor(255, 150, 0, 70))
+            band.setToolTip(f"{len(run)} interpolated slice(s): no measured data")
+            self.box.addItem(band, ignoreBounds=True)
+            self.bands.append(band)
 
     def resizeEvent(self, ev):  # noqa: N802
         super().resizeEvent(ev)
@@ -153,8 +206,13 @@ class SliceView(pg.GraphicsLayoutWidget):
         x, y = self._mm(row + 0.5, col + 0.5)
         self.hline.setPos(y)
         self.vline.setPos(x)
-        self.title.setText(f"{self.plane}  {st.cursor[axis] + 1}/{st.volume.shape[axis]}")
+        title = f"{self.plane}  {st.cursor[axis] + 1}/{st.volume.shape[axis]}"
+        interpolated = self.plane == "axial" and int(st.cursor[0]) in st.volume.interpolated_slices
+        self.title.setText(title + ("  — interpolated slice, no measured data" if interpolated else ""))
+        self.title.setStyleSheet("background: transparent; font-weight: bold; color: "
+                                 + ("#ff9a00;" if interpolated else "#ddd;"))
         self.title.adjustSize()
+        self._draw_ruler()
 
     def _draw_image(self):
         st = self.state
@@ -199,14 +257,52 @@ class SliceView(pg.GraphicsLayoutWidget):
         return self.state.from_plane(self.plane, y_mm / sr - 0.5, x_mm / sc - 0.5)
 
     def _clicked(self, x, y):
-        if self.state.volume is not None:
+        if self.state.volume is not None and not self.state.ruler_mode:
+            self._cursor_at_press = self.state.cursor.copy()
             self.state.set_cursor(self._to_voxel(x, y))
+
+    def _display_changed(self):
+        self.hline.setVisible(self.state.crosshair_visible)
+        self.vline.setVisible(self.state.crosshair_visible)
+        self.box.ruler_mode = self.state.ruler_mode
+        if not self.state.ruler_mode:
+            self.ruler = None
+        self._draw_ruler()
+
+    def _ruler_drag(self, x0, y0, x1, y1, finished):
+        axis = PLANES.index(self.plane)
+        self.ruler = (int(self.state.cursor[axis]), (x0, y0, x1, y1))
+        self._draw_ruler()
+        if finished:
+            self.measured.emit(self.ruler_length())
+
+    def ruler_length(self) -> float:
+        """The ruler's length in mm (data coordinates are millimetres in the plane)."""
+        if self.ruler is None:
+            return 0.0
+        x0, y0, x1, y1 = self.ruler[1]
+        return float(np.hypot(x1 - x0, y1 - y0))
+
+    def _draw_ruler(self):
+        axis = PLANES.index(self.plane)
+        shown = self.ruler is not None and self.ruler[0] == int(self.state.cursor[axis])
+        self.ruler_line.setVisible(shown)
+        self.ruler_text.setVisible(shown)
+        if shown:
+            x0, y0, x1, y1 = self.ruler[1]
+            self.ruler_line.setData([x0, x1], [y0, y1])
+            self.ruler_text.setText(f"{self.ruler_length():.1f} mm")
+            self.ruler_text.setPos(x1, y1)
 
     def _window_drag(self, dx, dy, finished):
         c, w = self.state.window
         self.state.set_window(c - dy * 2.0, w + dx * 4.0)
 
     def mouseDoubleClickEvent(self, ev):  # noqa: N802
+        # the first click of the double click moved the cursor: a double click only maximises
+        if self._cursor_at_press is not None:
+            self.state.set_cursor(self._cursor_at_press)
+            self._cursor_at_press = None
         self.maximise.emit()
         ev.accept()
 

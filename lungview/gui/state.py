@@ -47,11 +47,14 @@ class ViewerState:
         self.threshold = 0.5
         self.seg_visible = False
         self.seg_opacity = 0.4
+        self.crosshair_visible = True
+        self.ruler_mode = False  # left drag in a slice view measures a distance in mm
         self.volume_changed = Event()
         self.cursor_changed = Event()
         self.window_changed = Event()
         self.findings_changed = Event()
         self.overlay_changed = Event()
+        self.display_changed = Event()  # crosshair, ruler mode
 
     # -- volume and cursor -------------------------------------------------------------
     def set_volume(self, vol: CtVolume) -> None:
@@ -98,6 +101,13 @@ class ViewerState:
         if opacity is not None:
             self.seg_opacity = float(np.clip(opacity, 0.0, 1.0))
         self.overlay_changed.emit()
+
+    def set_display(self, crosshair: bool | None = None, ruler: bool | None = None) -> None:
+        if crosshair is not None:
+            self.crosshair_visible = bool(crosshair)
+        if ruler is not None:
+            self.ruler_mode = bool(ruler)
+        self.display_changed.emit()
 
     # -- geometry of the planes --------------------------------------------------------
     def plane_image(self, plane: str) -> np.ndarray:

@@ -1,5 +1,7 @@
 """3D view: a semi-transparent lung surface (from the lung mask) with the nodules as spheres
-coloured by malignancy; drag to rotate, wheel to zoom, click a nodule to go there.
+coloured by malignancy and the patient's directions (R/L, A/P, S/I) at the ends of the axes;
+drag to rotate, wheel to zoom, click a nodule to go there. The camera is set for a new scan
+only: changing the threshold or the findings leaves it where the reader turned it.
 
 It is a QOpenGLWindow in a window container, not a QOpenGLWidget: a QOpenGLWidget makes Qt
 composite the whole main window through OpenGL, which under software GL (Xvfb, remote desktops)
@@ -12,7 +14,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QMatrix4x4, QVector4D
 from PySide6.QtWidgets import QLabel
 
-from lungview.gui.slice_view import malignancy_color
+from lungview.core.geometry import orientation_letters
+from lungview.gui.slice_view import OPPOSITE, malignancy_color
 from lungview.gui.state import ViewerState
 
 SURFACE_MM = 5.0  # grid of the lung surface mesh
@@ -29,6 +32,11 @@ def placeholder(text: str) -> QLabel:
 
 def make_3d_view(state: ViewerState):
     """A widget holding the 3D view; its `gl` attribute is the view itself (None without GL)."""
+    from PySide6.QtGui import QGuiApplication, QOpenGLContext
+
+    context = QOpenGLContext()
+    if QGuiApplication.platformName() in ("offscreen", "minimal") or not context.create():
+        return placeholder("3D view unavailable: no OpenGL on this display")
     try:
         from PySide6.QtWidgets import QWidget
 
@@ -76,37 +84,71 @@ class View3D:  # the real class is built lazily so that importing this module ne
                 self.state = state
                 self.setBackgroundColor((10, 10, 16))
                 self.surface = None
+                self._surface_of = None  # the lung mask the surface was built from
                 self.spheres = []
+                self.labels = []
                 self.centers = np.zeros((0, 3))
                 self.build_seconds = 0.0
                 self._press = None
-                state.volume_changed.connect(self.rebuild)
+                state.volume_changed.connect(self.new_volume)
                 state.findings_changed.connect(self.rebuild)
+
+            def rect(self):  # what pyqtgraph's text items ask of a GLViewWidget
+                from PySide6.QtCore import QRect
+
+                return QRect(0, 0, self.width(), self.height())
 
             def _mm(self, irc):
                 sx, sy, sz = self.state.volume.spacing_xyz
                 i, r, c = irc
                 return np.array([c * sx, r * sy, i * sz])
 
-            def rebuild(self):
-                import time
-
-                t0 = time.perf_counter()
-                for item in [self.surface, *self.spheres]:
-                    if item is not None:
-                        self.removeItem(item)
-                self.surface, self.spheres = None, []
+            def new_volume(self):
+                """A new scan: orientation labels and the camera; findings follow."""
+                for item in self.labels:
+                    self.removeItem(item)
+                self.labels = []
                 st = self.state
                 if st.volume is None:
                     return
+                extent = self._mm(np.array(st.volume.shape) - 1)
+                letters = orientation_letters(st.volume.direction)  # +col, +row, +index
+                mid = extent / 2
+                for axis, letter in zip((0, 1, 2), letters):  # 3D x = col, y = row, z = index
+                    for sign, text in ((1, letter), (-1, OPPOSITE[letter])):
+                        pos = mid.copy()
+                        pos[axis] = mid[axis] + sign * (extent[axis] / 2 + 12.0)
+                        label = gl.GLTextItem(pos=pos, text=text, color=(240, 192, 0, 255))
+                        self.addItem(label)
+                        self.labels.append(label)
+                self.opts["center"] = pg_vector(mid)
+                self.setCameraPosition(distance=float(np.linalg.norm(extent)) * 1.1, elevation=15, azimuth=-90)
+                self.rebuild()
+
+            def rebuild(self):
+                """The lung surface when the lung mask changed; the spheres of the visible
+                findings every time. The camera stays where the reader put it."""
+                import time
+
+                t0 = time.perf_counter()
+                st = self.state
                 f = st.findings
-                if f.lung_small is not None:
-                    mesh = lung_surface(f.lung_small, f.lung_step, st.volume.spacing_xyz)
-                    if mesh is not None:
-                        md = gl.MeshData(vertexes=mesh[0], faces=mesh[1])
-                        self.surface = gl.GLMeshItem(meshdata=md, color=(0.55, 0.7, 1.0, 0.12), smooth=True,
-                                                     shader="balloon", glOptions="additive")
-                        self.addItem(self.surface)
+                if f.lung_small is not self._surface_of or st.volume is None:
+                    if self.surface is not None:
+                        self.removeItem(self.surface)
+                    self.surface, self._surface_of = None, f.lung_small
+                    if st.volume is not None and f.lung_small is not None:
+                        mesh = lung_surface(f.lung_small, f.lung_step, st.volume.spacing_xyz)
+                        if mesh is not None:
+                            md = gl.MeshData(vertexes=mesh[0], faces=mesh[1])
+                            self.surface = gl.GLMeshItem(meshdata=md, color=(0.55, 0.7, 1.0, 0.12), smooth=True,
+                                                         shader="balloon", glOptions="additive")
+                            self.addItem(self.surface)
+                for item in self.spheres:
+                    self.removeItem(item)
+                self.spheres = []
+                if st.volume is None:
+                    return
                 dets = st.visible()
                 self.centers = np.array([self._mm(d.center_irc) for d in dets]).reshape(-1, 3)
                 for d, c in zip(dets, self.centers):
@@ -117,9 +159,6 @@ class View3D:  # the real class is built lazily so that importing this module ne
                     item.translate(*c)
                     self.addItem(item)
                     self.spheres.append(item)
-                extent = self._mm(np.array(st.volume.shape) - 1)
-                self.opts["center"] = pg_vector(extent / 2)
-                self.setCameraPosition(distance=float(np.linalg.norm(extent)) * 1.1, elevation=15, azimuth=-90)
                 self.build_seconds = time.perf_counter() - t0
 
             def project(self, points: np.ndarray) -> np.ndarray:

@@ -28,6 +28,9 @@ class Job:
     cancel: CancelToken = field(default_factory=CancelToken)
 
 
+_IDS = itertools.count(1)  # one numbering for every worker: a job id names one job in the window
+
+
 class Worker(QThread):
     job_started = Signal(int, str)
     job_progress = Signal(int, int, int, str)  # id, done, total, message
@@ -40,13 +43,12 @@ class Worker(QThread):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._queue: queue.Queue = queue.Queue()
-        self._ids = itertools.count(1)
         self._current: Job | None = None
         self._lock = threading.Lock()
         self.ran_on: dict[int, int] = {}  # job id -> thread ident, for tests and diagnostics
 
     def submit(self, name: str, fn) -> Job:
-        job = Job(name=name, fn=fn, id=next(self._ids))
+        job = Job(name=name, fn=fn, id=next(_IDS))
         self._queue.put(job)
         return job
 

@@ -233,6 +233,7 @@ def read_series(series: DicomSeries, where: Path, report: ScanReport, progress=N
         modality=modality,
         series_uid=series.uid,
         study_uid=headers[0].study_uid,
+        series_description=series.description,
         slice_thickness_mm=thickness,
         files=len(headers),
         other_series=others,

@@ -3,6 +3,8 @@ axial layout: index runs foot->head (+z), rows run anterior->posterior (+y), col
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from lungview.core import CtVolume
@@ -34,12 +36,15 @@ def standardize_orientation(vol: CtVolume) -> CtVolume:
     if order[2] != 2:
         warnings.append(f"slices were acquired {_PLANES[order[2]]}; reoriented to axial "
                         "(axes permuted, no resampling)")
-    out = CtVolume(
-        hu=np.ascontiguousarray(hu), spacing_xyz=spacing, origin_xyz=tuple(origin),
-        direction=direction, source=vol.source, modality=vol.modality, series_uid=vol.series_uid,
-        study_uid=vol.study_uid, slice_thickness_mm=vol.slice_thickness_mm, files=vol.files,
-        other_series=vol.other_series, warnings=warnings,
-    )
+    interpolated = vol.interpolated_slices
+    if interpolated and order[2] == 2 and flips[2]:
+        interpolated = tuple(sorted(vol.shape[0] - 1 - k for k in interpolated))
+    elif interpolated and order[2] != 2:
+        warnings.append(f"{len(interpolated)} interpolated {_PLANES[order[2]]} plane(s): not marked in the axial "
+                        "slices")
+        interpolated = ()
+    out = dataclasses.replace(vol, hu=np.ascontiguousarray(hu), spacing_xyz=spacing, origin_xyz=tuple(origin),
+                              direction=direction, warnings=warnings, interpolated_slices=interpolated)
     _note_oblique(out)
     return out
 

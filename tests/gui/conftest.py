@@ -23,7 +23,8 @@ def make_window(qtbot, tmp_path):
     made = []
 
     def make(**kw):
-        opts = Options(interactive=False, view3d=False, device="cpu", **kw)
+        kw.setdefault("interactive", False)
+        opts = Options(view3d=False, device="cpu", **kw)
         w = MainWindow(opts, QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
         qtbot.addWidget(w)
         w.resize(1300, 850)

@@ -151,10 +151,9 @@ def test_wheel_scrolls_the_view_under_the_mouse_and_recent_files(qtbot, make_win
     assert [a.text() for a in w.recent_menu.actions()] == [str(path)]
 
 
-def test_drop_and_series_picker(qtbot, make_window, gui_scan, tmp_path, monkeypatch):
+def test_drop_and_series_picker(qtbot, make_window, gui_scan, tmp_path):
     from PySide6.QtCore import QMimeData, QPointF, QUrl
     from PySide6.QtGui import QDropEvent
-    from PySide6.QtWidgets import QInputDialog
 
     from lungview.core import CtVolume
     from lungview.io.write import write_dicom_series
@@ -164,25 +163,30 @@ def test_drop_and_series_picker(qtbot, make_window, gui_scan, tmp_path, monkeypa
     v = ph.volume
     write_dicom_series(v, folder / "a")
     write_dicom_series(CtVolume(hu=v.hu[:20].copy(), spacing_xyz=v.spacing_xyz, origin_xyz=v.origin_xyz,
-                                series_uid="1.2.3.4.77"), folder / "b")
-    w = make_window(detect=False)
+                                series_uid="1.2.3.4.77", slice_thickness_mm=2.0), folder / "b")
+    w = make_window(detect=False, interactive=True)
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(folder))])
     drop = QDropEvent(QPointF(100, 100), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     with qtbot.waitSignal(w.scan_loaded, timeout=30000):
         w.dropEvent(drop)
     assert w.state.volume.shape == v.shape and w.state.volume.other_series
-    offered = []
-
-    def pick(parent, title, label, items, current, editable):
-        offered.extend(items)
-        return items[1], True
-
-    monkeypatch.setattr(QInputDialog, "getItem", staticmethod(pick))
+    dialog = w.series_dialog
+    assert dialog.isVisible()
+    table = dialog.table
+    rows = {table.item(r, 5).text(): [table.item(r, c).text() for c in range(5)] for r in range(table.rowCount())}
+    assert rows["1.2.3.4.77"][0] == "LungView phantom" and rows["1.2.3.4.77"][2] == "20"
+    assert rows["1.2.3.4.77"][3] == "2.00 mm"
+    shown = rows[v.series_uid]
+    assert shown[0].endswith("(shown)") and shown[2] == str(v.shape[0]) and shown[3] == f"{v.spacing_xyz[2]:.2f} mm"
+    # the reader picks the other series with the mouse and opens it
+    other = next(r for r in range(table.rowCount()) if table.item(r, 5).text() == "1.2.3.4.77")
+    rect = table.visualItemRect(table.item(other, 0))
+    qtbot.mouseClick(table.viewport(), Qt.LeftButton, pos=rect.center())
     with qtbot.waitSignal(w.scan_loaded, timeout=30000):
-        w._pick_series(w.state.volume)
-    assert len(offered) == 2 and "1.2.3.4.77" in offered[1]
+        qtbot.mouseClick(dialog.open_button, Qt.LeftButton)
     assert w.state.volume.shape[0] == 20 and w.state.volume.series_uid == "1.2.3.4.77"
+    assert w.series_dialog is dialog  # chosen: the picker does not come back
 
 
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs an X server (CI runs the suite under xvfb-run)")

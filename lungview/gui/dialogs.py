@@ -1,0 +1,137 @@
+"""Dialogs: the models (one place for the three roles) and the series picker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QFileDialog, QGridLayout, QHeaderView,
+                               QLabel, QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
+
+ROLES = (("segmentation", "seg_model", "Segmentation (U-Net)"),
+         ("nodule", "cls_model", "Nodule classifier"),
+         ("malignancy", "mal_model", "Malignancy classifier"))
+CHECKPOINTS = "Checkpoints (*.state *.pt *.pth);;All files (*)"
+
+
+def describe_default(role: str, use_user_dir: bool = True) -> str:
+    """What a role resolves to without a choice: '<file> (user models)' or '(demo)'."""
+    from lungview.core import LungViewError
+    from lungview.models.registry import resolve_models
+
+    try:
+        choice = resolve_models(use_user_dir=use_user_dir).get(role)
+    except LungViewError as exc:
+        return f"none ({exc})"
+    if choice is None:
+        return "none: no malignancy is reported"
+    where = {"user": "user model directory", "demo": "shipped demo model, trained on phantoms"}[choice.origin]
+    return f"{choice.path.name} ({where})"
+
+
+class ModelsDialog(QDialog):
+    """The checkpoint of each role, where it comes from, Browse… and Default per role. Nothing
+    is saved until Save: a cancelled file picker or Cancel leaves every choice as it was."""
+
+    rerun = Signal()
+
+    def __init__(self, choices: dict[str, str | None], parent=None, use_user_dir: bool = True):
+        super().__init__(parent)
+        self.setWindowTitle("Models")
+        self.choices = {key: choices.get(key) or None for _, key, _ in ROLES}
+        self.use_user_dir = use_user_dir
+        layout = QVBoxLayout(self)
+        grid = QGridLayout()
+        self.paths: dict[str, QLineEdit] = {}
+        self.origins: dict[str, QLabel] = {}
+        self.browse: dict[str, QPushButton] = {}
+        self.default: dict[str, QPushButton] = {}
+        for row, (role, key, title) in enumerate(ROLES):
+            grid.addWidget(QLabel(title), 2 * row, 0)
+            edit = QLineEdit()
+            edit.setReadOnly(True)
+            edit.setMinimumWidth(420)
+            grid.addWidget(edit, 2 * row, 1)
+            browse, default = QPushButton("Browse…"), QPushButton("Default")
+            browse.clicked.connect(lambda _=False, k=key, t=title: self._browse(k, t))
+            default.clicked.connect(lambda _=False, k=key: self._set(k, None))
+            grid.addWidget(browse, 2 * row, 2)
+            grid.addWidget(default, 2 * row, 3)
+            origin = QLabel("")
+            origin.setStyleSheet("color: palette(mid);")
+            grid.addWidget(origin, 2 * row + 1, 1, 1, 3)
+            self.paths[key], self.origins[key], self.browse[key], self.default[key] = edit, origin, browse, default
+        layout.addLayout(grid)
+        buttons = QDialogButtonBox()
+        self.save_button = buttons.addButton("Save", QDialogButtonBox.AcceptRole)
+        self.rerun_button = buttons.addButton("Save and re-run detection", QDialogButtonBox.AcceptRole)
+        self.cancel_button = buttons.addButton(QDialogButtonBox.Cancel)
+        self.rerun_button.clicked.connect(self.rerun.emit)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        for _, key, _ in ROLES:
+            self._show(key)
+
+    def _show(self, key: str) -> None:
+        role = next(r for r, k, _ in ROLES if k == key)
+        path = self.choices[key]
+        self.paths[key].setText(path or "(default)")
+        if path:
+            self.origins[key].setText("chosen here" + ("" if Path(path).exists() else " — the file is missing"))
+        else:
+            self.origins[key].setText("default: " + describe_default(role, self.use_user_dir))
+
+    def _set(self, key: str, path: str | None) -> None:
+        self.choices[key] = path
+        self._show(key)
+
+    def _browse(self, key: str, title: str) -> None:
+        start = self.choices[key] or str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, f"Checkpoint: {title}", start, CHECKPOINTS)
+        if path:  # a cancelled picker changes nothing
+            self._set(key, path)
+
+
+class SeriesDialog(QDialog):
+    """The series of a folder: description, modality, slices, thickness and UID of each; the
+    one shown now is marked. Choosing another opens it."""
+
+    def __init__(self, series: list, current_uid: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Several series")
+        self.series = series
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("This folder holds several series. Choose one to open:"))
+        headers = ("description", "modality", "slices", "thickness", "series #", "series UID")
+        self.table = QTableWidget(len(series), len(headers))
+        self.table.setHorizontalHeaderLabels(headers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        for r, s in enumerate(series):
+            thickness = f"{s.slice_thickness_mm:.2f} mm" if s.slice_thickness_mm else "—"
+            shown = " (shown)" if s.series_uid == current_uid else ""
+            cells = (s.description or "(no description)") + shown, s.modality, str(s.files), thickness, \
+                s.series_number or "—", s.series_uid
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if c in (2, 3, 4):
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                self.table.setItem(r, c, item)
+            if shown:
+                self.table.selectRow(r)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.setMinimumWidth(760)
+        self.table.doubleClicked.connect(self.accept)
+        layout.addWidget(self.table)
+        buttons = QDialogButtonBox(QDialogButtonBox.Open | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.open_button = buttons.button(QDialogButtonBox.Open)
+        layout.addWidget(buttons)
+
+    def chosen(self):
+        rows = self.table.selectionModel().selectedRows()
+        return self.series[rows[0].row()] if rows else None
