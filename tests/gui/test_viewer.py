@@ -189,18 +189,36 @@ def test_drop_and_series_picker(qtbot, make_window, gui_scan, tmp_path):
     assert w.series_dialog is dialog  # chosen: the picker does not come back
 
 
+def _in_xcb_process(name):
+    """OpenGL windows need a real display: run the test again in a process on the xcb platform."""
+    env = dict(os.environ, QT_QPA_PLATFORM="xcb")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{name}"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def _red_blob(image):
+    """Centre (logical pixels) and size of the red (malignant, shaded) sphere in a GL frame: the
+    lung surface is blue, the orientation letters yellow."""
+    arr = np.array([[image.pixelColor(x, y).getRgb()[:3] for x in range(image.width())]
+                    for y in range(image.height())], dtype=int)
+    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
+    red = (r > 70) & (g < 0.4 * r) & (b < 0.6 * r)
+    ys, xs = np.nonzero(red)
+    return (xs.mean(), ys.mean(), red.sum()) if red.any() else (None, None, 0)
+
+
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs an X server (CI runs the suite under xvfb-run)")
-def test_3d_view_picks_the_nodule_under_the_click(qtbot, gui_scan):
+def test_3d_view_picks_the_sphere_where_it_is_drawn(qtbot, gui_scan):
     from PySide6.QtGui import QGuiApplication
 
     if QGuiApplication.platformName() != "xcb":
-        # OpenGL windows need a real display: run this test again in a process on the xcb platform.
-        env = dict(os.environ, QT_QPA_PLATFORM="xcb")
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               f"{__file__}::test_3d_view_picks_the_nodule_under_the_click"],
-                              capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        _in_xcb_process("test_3d_view_picks_the_sphere_where_it_is_drawn")
         return
+    import pyqtgraph.opengl as gl
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QMouseEvent
+
     from lungview.core.findings import Detection
     from lungview.gui.state import Findings, ViewerState
     from lungview.gui.view3d import make_3d_view
@@ -209,26 +227,45 @@ def test_3d_view_picks_the_nodule_under_the_click(qtbot, gui_scan):
     st = ViewerState()
     view = make_3d_view(st)
     assert view.gl is not None, "the 3D view could not open an OpenGL window"
-    view.resize(400, 300)
+    view.resize(600, 450)
     view.show()
     st.set_volume(ph.volume)
+    labels = sorted(item.text for item in view.gl.items if isinstance(item, gl.GLTextItem))
+    assert labels == ["A", "I", "L", "P", "R", "S"]
     n = ph.nodules[0]
-    det = Detection(n.center_xyz, n.center_irc, n.diameter_mm, 1.0, n.diameter_mm, n.diameter_mm, 0.99, 0.8,
-                    "model: test", "15-30 mm")
-    st.set_findings(Findings(detections=[det], lung_small=ph.lung_mask[:, ::2, ::2], lung_step=2))
-    gl = view.gl
-    assert gl.surface is not None and len(gl.spheres) == 1
-    x, y = gl.project(gl.centers)[0]
-    assert gl.nodule_at(x + 3, y - 3) == 0 and gl.nodule_at(x + 80, y + 80) is None
-    st.set_cursor((0, 0, 0))
-    from PySide6.QtCore import QPointF
-    from PySide6.QtGui import QMouseEvent
+    det = Detection(n.center_xyz, n.center_irc, 30.0, 1.0, 30.0, 30.0, 0.99, 1.0, "model: test", "15-30 mm")
+    low = Detection(n.center_xyz, n.center_irc, 30.0, 1.0, 30.0, 30.0, 0.2, 0.0, "model: test", "15-30 mm")
+    st.set_findings(Findings(detections=[det, low], lung_small=ph.lung_mask[:, ::2, ::2], lung_step=2))
+    g = view.gl
+    surface = g.surface
+    assert surface is not None and len(g.spheres) == 1
+    qtbot.wait(100)
+    frame = g.grabFramebuffer()
+    scale = frame.width() / g.width()
+    x, y, count = _red_blob(frame.scaled(g.width(), g.height()))
+    assert count > 20, "the sphere is not in the frame"
+    # the threshold moves: spheres change, the surface and the camera stay
+    g.setCameraPosition(distance=g.opts["distance"] * 0.8, azimuth=30)
+    camera = (g.opts["distance"], g.opts["azimuth"], g.opts["elevation"])
+    st.set_threshold(0.1)
+    assert g.surface is surface and len(g.spheres) == 2
+    assert (g.opts["distance"], g.opts["azimuth"], g.opts["elevation"]) == camera
+    st.set_threshold(0.5)
+    qtbot.wait(100)
+    x, y, count = _red_blob(g.grabFramebuffer().scaled(g.width(), g.height()))
+    assert count > 20 and scale > 0
 
-    for kind in (QMouseEvent.MouseButtonPress, QMouseEvent.MouseButtonRelease):
-        ev = QMouseEvent(kind, QPointF(x, y), QPointF(x, y), Qt.LeftButton, Qt.LeftButton, Qt.NoModifier)
-        (gl.mousePressEvent if kind == QMouseEvent.MouseButtonPress else gl.mouseReleaseEvent)(ev)
+    def click(px, py):
+        for kind in (QMouseEvent.MouseButtonPress, QMouseEvent.MouseButtonRelease):
+            ev = QMouseEvent(kind, QPointF(px, py), QPointF(px, py), Qt.LeftButton, Qt.LeftButton, Qt.NoModifier)
+            (g.mousePressEvent if kind == QMouseEvent.MouseButtonPress else g.mouseReleaseEvent)(ev)
+
+    st.set_cursor((0, 0, 0))
+    click(x + 60 if x < 300 else x - 60, y)  # beside the sphere: nothing happens
+    assert tuple(st.cursor) == (0, 0, 0)
+    click(x, y)  # on the red pixels: the cursor goes to the nodule
     assert tuple(st.cursor) == tuple(np.rint(n.center_irc).astype(int))
     view.close()
-    gl.destroy()  # release the GL window before the application goes
+    g.destroy()  # release the GL window before the application goes
     view.deleteLater()
     qtbot.wait(50)
