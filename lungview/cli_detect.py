@@ -91,6 +91,9 @@ def cmd_detect(args) -> int:
             bar.write(f"lungview: error: {exc}", file=sys.stderr)
             continue
         notes = list(result.notes)
+        reason = vol.not_ct_reason()
+        if reason:
+            notes.insert(0, f"this volume does not look like CT: {reason}; the findings are not meaningful")
         if demo and not is_phantom_uid(vol.series_uid):
             notes.append("demo models (trained on synthetic phantoms) ran on a real scan: the results are "
                          "not meaningful; run scripts/fetch_book_models.py for the LUNA16-trained models")

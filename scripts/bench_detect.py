@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Detection speed: LungView's pipeline against a straightforward re-statement of the book's
 recipe (p2ch14 nodule_analysis: fp32, 4 slices and 4 crops per forward, whole 512x512 slices,
-scipy erosion/label/center_of_mass over the whole volume), same scan, same models, same process.
+scipy erosion/label/center_of_mass over the whole volume), same scan, same models.
 
-Prints per-step times (the scan already in memory), the candidates and detections of each, the
-ratio, and the peak memory of one run of each in a forked child (RSS growth).
+Both sides are treated alike: one warm-up run each, then --repeat runs each, alternating, in
+the same process; per step and in total the median and the range (min-max) are printed.
+With --cold N, N fresh processes per side (alternating) time the first run after loading the
+models, as the viewer's first detection after opening a scan does.
 
-    python scripts/bench_detect.py [SCAN] [--device cpu|cuda] [--repeat 2]
+    .venv/bin/python scripts/bench_detect.py [SCAN] [--device cpu|cuda] [--repeat 3] [--cold 3]
 
 SCAN defaults to ../shared/data/lidc-idri-0001/dicom; the models to ../shared/models/book/.
 """
@@ -14,8 +16,9 @@ SCAN defaults to ../shared/data/lidc-idri-0001/dicom; the models to ../shared/mo
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
+import json
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +28,7 @@ import torch
 from scipy import ndimage
 
 from lungview.inference.device import resolve_device
-from lungview.inference.pipeline import Pipeline
+from lungview.inference.pipeline import STEPS, Pipeline
 from lungview.io import open_volume
 from lungview.models import load_checkpoint
 
@@ -82,55 +85,70 @@ def book_recipe(vol, seg, cls, device) -> tuple[dict, int, int]:
 def ours(vol, pipeline) -> tuple[dict, int, int]:
     result = pipeline.run(vol)
     _sync(pipeline.device.device)
-    return result.timings_s, result.candidates, len(result.above(0.5))
+    return dict(result.timings_s), result.candidates, len(result.above(0.5))
 
 
-def _child(fn, queue):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    fn()
-    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+def _sides(args):
+    vol = open_volume(args.scan)
+    info = resolve_device(args.device)
+    pipeline = Pipeline(load_checkpoint(SEG, "segmentation"), load_checkpoint(CLS, "nodule"), info)
+    book_seg = load_checkpoint(SEG, "segmentation").module.to(info.device)
+    book_cls = load_checkpoint(CLS, "nodule").module.to(info.device)
+    return vol, info, {"lungview": lambda: ours(vol, pipeline),
+                       "book recipe": lambda: book_recipe(vol, book_seg, book_cls, info.device)}
 
 
-def peak(fn) -> int:
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    p = ctx.Process(target=_child, args=(fn, q))
-    p.start()
-    v = q.get()
-    p.join()
-    return v
+def _summary(values) -> str:
+    return f"{statistics.median(values):7.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def cold(args, side: str) -> float:
+    """Total of the first run in a fresh process (models loaded from disk just before)."""
+    cmd = [sys.executable, __file__, args.scan, "--device", args.device, "--one-cold", side]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["total"])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scan", nargs="?", default=str(SHARED / "data/lidc-idri-0001/dicom"))
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--no-memory", action="store_true", help="skip the forked peak-memory runs")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cold", type=int, default=0, help="fresh processes per side for the first-run time")
+    ap.add_argument("--one-cold", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    vol = open_volume(args.scan)
-    info = resolve_device(args.device)
-    seg, cls = load_checkpoint(SEG, "segmentation"), load_checkpoint(CLS, "nodule")
-    pipeline = Pipeline(seg, cls, info)
-    book_seg = load_checkpoint(SEG, "segmentation").module.to(info.device)
-    book_cls = load_checkpoint(CLS, "nodule").module.to(info.device)
-    print(f"scan {vol.shape} from {args.scan}; device {info.name}{', bf16' if info.bf16 else ', fp32'}")
-    ours(vol, pipeline)  # warm-up: kernels, caches
-    runs = [ours(vol, pipeline) for _ in range(args.repeat)]
-    best = min(runs, key=lambda r: sum(r[0].values()))
-    t_book, n_book, d_book = book_recipe(vol, book_seg, book_cls, info.device)
-    total_ours, total_book = sum(best[0].values()), sum(t_book.values())
-    print(f"{'step':16} {'lungview s':>11} {'book recipe s':>14}")
-    for step in ("lung_mask", "segmentation", "grouping", "classification", "malignancy", "measurement"):
-        print(f"{step:16} {best[0].get(step, 0.0):11.3f} {t_book.get(step, float('nan')):14.3f}")
-    print(f"{'total':16} {total_ours:11.3f} {total_book:14.3f}   ratio {total_book / total_ours:.1f}x")
-    print(f"candidates       {best[1]:11d} {n_book:14d}")
-    print(f"p_nodule > 0.5   {best[2]:11d} {d_book:14d}")
-    if not args.no_memory and info.device.type == "cpu":
-        pa = peak(lambda: pipeline.run(vol))
-        pb = peak(lambda: book_recipe(vol, book_seg, book_cls, info.device))
-        print(f"peak memory      {pa / 2**20:9.0f} MiB {pb / 2**20:12.0f} MiB   "
-              f"(scan itself {vol.hu.nbytes / 2**20:.0f} MiB int16)")
+    vol, info, sides = _sides(args)
+    if args.one_cold:
+        times, _, _ = sides[args.one_cold]()
+        print(json.dumps({"total": sum(times.values())}))
+        return 0
+    print(f"scan {vol.shape} from {args.scan}; device {info.name}{', bf16' if info.bf16 else ', fp32'}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for fn in sides.values():  # one warm-up each: kernels, caches, allocator
+        fn()
+    runs = {name: [] for name in sides}
+    for _ in range(args.repeat):
+        for name, fn in sides.items():
+            runs[name].append(fn())
+    print(f"{args.repeat} runs each after one warm-up, alternating; median (min-max), seconds")
+    print(f"{'step':16} {'lungview':>22} {'book recipe':>22}")
+    for step in STEPS:
+        cells = [_summary([r[0].get(step, 0.0) for r in runs[name]]) if any(step in r[0] for r in runs[name])
+                 else f"{'-':>22}" for name in sides]
+        print(f"{step:16} {cells[0]:>22} {cells[1]:>22}")
+    totals = {name: [sum(r[0].values()) for r in runs[name]] for name in sides}
+    print(f"{'total':16} {_summary(totals['lungview']):>22} {_summary(totals['book recipe']):>22}")
+    ratios = [b / a for a, b in zip(totals["lungview"], totals["book recipe"])]
+    print(f"ratio book / lungview: median {statistics.median(ratios):.1f}x ({min(ratios):.1f}-{max(ratios):.1f}x)")
+    print(f"candidates       {runs['lungview'][0][1]:>22d} {runs['book recipe'][0][1]:>22d}")
+    print(f"p_nodule > 0.5   {runs['lungview'][0][2]:>22d} {runs['book recipe'][0][2]:>22d}")
+    if args.cold:
+        firsts = {name: [] for name in sides}
+        for _ in range(args.cold):
+            for name in sides:
+                firsts[name].append(cold(args, name))
+        print(f"first run in a fresh process ({args.cold} each): lungview {_summary(firsts['lungview'])}, "
+              f"book recipe {_summary(firsts['book recipe'])}")
     return 0
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-step set-up of a LungView development machine (Debian/Ubuntu):
-# system packages for Qt's xcb platform, Mesa GL and Xvfb; a .venv; torch (CPU) and lungview[dev].
-# GPU users: set TORCH_SPEC (e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128").
+# system packages for Qt's xcb platform, Mesa GL and Xvfb; a .venv; torch and lungview[dev].
+# torch==2.13.0 from PyPI on Linux is the CUDA build (several GB); a CPU wheel on local disk wins
+# where pip is configured to find one. CPU build from the PyTorch index:
+#   TORCH_SPEC="torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +29,6 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# The pin takes the CPU wheel; plain "torch" would pull a multi-GB CUDA build.
+# The pin keeps every machine on the same torch; TORCH_SPEC chooses the build (see above).
 .venv/bin/python -m pip install -q ${TORCH_SPEC:-torch==2.13.0} -e '.[dev]'
 echo "LungView installed in .venv — run: .venv/bin/lungview --help"

@@ -39,7 +39,7 @@ def run(args) -> int:
             app.processEvents()
             if ok:
                 window.screenshot().save(str(out))
-                print(f"screenshot saved to {out}")
+                print(f"screenshot saved to {out} ({window.message.text()})")
             else:  # no markers to show: say why, save nothing
                 sys.stderr.write(f"lungview: error: detection failed: {window.message.text()}\n")
                 status["code"] = 2

@@ -122,8 +122,10 @@ class MainWindow(QMainWindow):
     def _status_bar(self):
         bar = self.statusBar()
         self.position = QLabel("no scan")
-        self.position.setMinimumWidth(400)
+        self.position.setMinimumWidth(self.position.fontMetrics().horizontalAdvance(
+            "HU -1000   xyz (-000.0, -000.0, -000.0) mm   irc (000, 000, 000)") + 12)
         self.message = QLabel("")
+        self.message.setMinimumWidth(80)
         self.count = QLabel("")
         self.window_level = WindowLevelBox(self.state)
         self.progress = QProgressBar()
@@ -213,10 +215,12 @@ class MainWindow(QMainWindow):
             self.badge.setText(f"device error: {exc}")
             return
         if info.is_cpu:
-            self.badge.setText(f"⚠ {info.name} — detection runs on the CPU (slower)")
+            self.badge.setText(f"⚠ {info.name}")
+            self.badge.setToolTip("No GPU: detection runs on the CPU (slower)")
             self.badge.setStyleSheet("color: #ffb000; font-weight: bold;")
         else:
             self.badge.setText(f"GPU: {info.name}")
+            self.badge.setToolTip("Detection runs on this GPU")
             self.badge.setStyleSheet("color: #60d060; font-weight: bold;")
 
     # -- status ------------------------------------------------------------------------
@@ -241,7 +245,7 @@ class MainWindow(QMainWindow):
             self.count.setText("")
             return
         self.count.setText(f"{len(self.state.visible())} of {len(f.detections)} candidates "
-                           f"at p_nodule ≥ {self.state.threshold:.2f}")
+                           f"at p ≥ {self.state.threshold:.2f}")
 
     def _progress(self, job_id, done, total, message):
         if job_id not in self.jobs:
@@ -472,7 +476,9 @@ class MainWindow(QMainWindow):
         for note in result.notes:
             self.banner.add_notice(note, "info" if not self.banner.notices else "warning")
         total = sum(result.timings_s.values())
-        self.message.setText(f"detection: {result.candidates} candidates in {total:.1f} s on {info.name}")
+        self.message.setText(f"detected in {total:.1f} s")
+        self.message.setToolTip(f"{result.candidates} candidates in {total:.1f} s on {info.name}: "
+                                + ", ".join(f"{k} {v:.2f} s" for k, v in result.timings_s.items()))
         if not self.options.interactive:  # screenshots: show the most likely nodule in every view
             self._go_to(0)
         self.detection_done.emit(True)

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeade
 from lungview.gui.slice_view import malignancy_color
 from lungview.gui.state import ViewerState
 
-COLUMNS = ("p_nod", "p_mal", "diam", "long×short", "size", "x", "y", "z")
+COLUMNS = ("p_nod", "p_mal", "diam", "L×S", "size", "x", "y", "z")
 TIPS = ("the classifier's probability of a nodule", "the malignancy model's probability (— without one)",
         "equivalent-sphere diameter, mm (LUNA16's diameter_mm)", "long and short axis in the axial plane, mm",
         "size category from the mean of long and short axis", "x, mm (patient, LPS)", "y, mm", "z, mm")
@@ -139,7 +139,7 @@ class DetectionsPanel(QWidget):
             p_mal = (-1.0, "—") if d.p_malignant is None else (d.p_malignant, f"{d.p_malignant:.3f}")
             values = [(d.p_nodule, f"{d.p_nodule:.2f}"), p_mal, (d.diameter_mm, f"{d.diameter_mm:.1f}"),
                       (d.long_axis_mm, f"{d.long_axis_mm:.0f}×{d.short_axis_mm:.0f}"),
-                      (d.mean_diameter_mm, d.size_category.replace(" mm", "")),
+                      (d.mean_diameter_mm, d.size_category.replace(" mm", "").replace(" (mass)", "")),
                       (x, f"{x:.0f}"), (y, f"{y:.0f}"), (z, f"{z:.0f}")]
             tip = (f"{d.diameter_mm:.1f} mm equivalent diameter, {d.long_axis_mm:.1f} × {d.short_axis_mm:.1f} mm "
                    f"(mean {d.mean_diameter_mm:.1f}), {d.volume_mm3:.0f} mm³; centre ({x:.1f}, {y:.1f}, {z:.1f}) mm"
