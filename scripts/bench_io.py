@@ -6,7 +6,7 @@ times each reader (median of --repeat runs, alternating) and measures the peak m
 open in a forked child (ru_maxrss above the child's starting RSS, as a multiple of the int16
 volume). Goal: open_volume at most 1.2x SimpleITK's time; peak under 2.5x the volume.
 
-    python scripts/bench_io.py [--slices 300] [--repeat 5]
+    .venv/bin/python scripts/bench_io.py [--slices 300] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def main() -> int:
         nbytes = ph.volume.hu.nbytes
         del ph
         cases = [("DICOM series", tmp / "dicom", sitk_dicom), ("MetaImage .mhd", mhd, sitk_file)]
-        print(f"{'case':16} {'lungview s':>11} {'SimpleITK s':>12} {'ratio':>6} "
+        print(f"{args.repeat} runs each after one warm-up, alternating; median (min-max)")
+        print(f"{'case':16} {'lungview s':>20} {'SimpleITK s':>20} {'ratio':>6} "
               f"{'peak lungview':>14} {'peak SimpleITK':>15}")
         for name, path, ref in cases:
             ours(path), ref(path)  # warm the page cache and imports
@@ -101,7 +102,8 @@ def main() -> int:
                 b += timed(ref, path, 1)
             ta, tb = statistics.median(a), statistics.median(b)
             pa, pb = peak_bytes(ours, path) / nbytes, peak_bytes(ref, path) / nbytes
-            print(f"{name:16} {ta:11.3f} {tb:12.3f} {ta / tb:6.2f} {pa:13.2f}x {pb:14.2f}x")
+            sa, sb = f"{ta:.3f} ({min(a):.3f}-{max(a):.3f})", f"{tb:.3f} ({min(b):.3f}-{max(b):.3f})"
+            print(f"{name:16} {sa:>20} {sb:>20} {ta / tb:6.2f} {pa:13.2f}x {pb:14.2f}x")
     print(f"(volume: {nbytes / 2**20:.0f} MiB int16; peak = max RSS growth while opening once)")
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QFileDialog, QGridLayout, QHeaderView,
                                QLabel, QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
@@ -32,8 +32,6 @@ def describe_default(role: str, use_user_dir: bool = True) -> str:
 class ModelsDialog(QDialog):
     """The checkpoint of each role, where it comes from, Browse… and Default per role. Nothing
     is saved until Save: a cancelled file picker or Cancel leaves every choice as it was."""
-
-    rerun = Signal()
 
     def __init__(self, choices: dict[str, str | None], parent=None, use_user_dir: bool = True):
         super().__init__(parent)
@@ -64,14 +62,19 @@ class ModelsDialog(QDialog):
         layout.addLayout(grid)
         buttons = QDialogButtonBox()
         self.save_button = buttons.addButton("Save", QDialogButtonBox.AcceptRole)
-        self.rerun_button = buttons.addButton("Save and re-run detection", QDialogButtonBox.AcceptRole)
+        self.rerun_button = buttons.addButton("Save and re-run detection", QDialogButtonBox.ActionRole)
         self.cancel_button = buttons.addButton(QDialogButtonBox.Cancel)
-        self.rerun_button.clicked.connect(self.rerun.emit)
+        self.rerun_requested = False
+        self.rerun_button.clicked.connect(self._save_and_rerun)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         for _, key, _ in ROLES:
             self._show(key)
+
+    def _save_and_rerun(self) -> None:
+        self.rerun_requested = True
+        self.accept()
 
     def _show(self, key: str) -> None:
         role = next(r for r, k, _ in ROLES if k == key)

@@ -422,9 +422,7 @@ class MainWindow(QMainWindow):
         current = {key: self.settings.value(key, "") or None for _, key, _ in ROLES}
         dialog = ModelsDialog(current, self, use_user_dir=not self.options.demo_models)
         self.models_dialog = dialog
-        rerun = []
-        dialog.rerun.connect(lambda: rerun.append(True))
-        dialog.accepted.connect(lambda: self._models_saved(dialog, bool(rerun)))
+        dialog.accepted.connect(lambda: self._models_saved(dialog, dialog.rerun_requested))
         dialog.open()
         self.dialogs.append(dialog)
 

@@ -57,7 +57,10 @@ def content_uid(vol: CtVolume) -> str:
     detections of a file without a UID (NIfTI, NRRD) can be matched to annotations."""
     h = hashlib.blake2b(digest_size=16)
     h.update(np.ascontiguousarray(vol.hu).data)
-    h.update(repr((vol.shape, vol.spacing_xyz, vol.origin_xyz, vol.direction.round(6).tolist())).encode())
+    # geometry to 0.1 um: formats that store float32 (NIfTI) give the same UID as the others
+    geometry = (vol.shape, (np.round(vol.spacing_xyz, 4) + 0.0).tolist(), (np.round(vol.origin_xyz, 4) + 0.0).tolist(),
+                (np.round(vol.direction, 5) + 0.0).tolist())  # + 0.0: no "-0.0"
+    h.update(repr(geometry).encode())
     return f"2.25.{int.from_bytes(h.digest(), 'big')}"
 
 

@@ -247,3 +247,16 @@ def test_wheel_zoom_keeps_working_with_the_ruler_off(qtbot, make_window, gui_sca
     QApplication.sendEvent(axial.viewport(), ev)
     after = axial.box.viewRange()[0]
     assert after[1] - after[0] < before[1] - before[0]
+
+
+def test_models_dialog_save_and_rerun(qtbot, make_window, gui_scan):
+    path, _ = gui_scan
+    w = make_window(detect=False, demo_models=True)
+    _open(qtbot, w, path)
+    assert w.detect_job is None
+    w.choose_models()
+    dialog = w.models_dialog
+    assert "demo" in dialog.origins["seg_model"].text()
+    with qtbot.waitSignal(w.detection_done, timeout=120000) as sig:
+        qtbot.mouseClick(dialog.rerun_button, Qt.LeftButton)
+    assert sig.args == [True] and not dialog.isVisible() and w.state.findings.detections

@@ -9,7 +9,7 @@ import pytest
 from lungview.core import CtVolume
 from lungview.inference.device import resolve_device
 from lungview.inference.grid import model_slice_spacing, nearest_slices, resample_z, to_native_irc
-from lungview.inference.pipeline import Pipeline
+from lungview.inference.pipeline import INTERPOLATED_NOTE, Pipeline
 from lungview.models.registry import ModelCache, resolve_models
 from lungview.synthetic import make_phantom
 
@@ -78,3 +78,14 @@ def test_without_the_cards_range_thin_slices_change_what_is_found(demo_pipeline)
     plain = native.run(ph.volume)
     assert plain.model_spacing_mm is None
     assert len(plain.above(0.5)) != len(demo_pipeline.run(ph.volume).above(0.5))
+
+
+def test_a_finding_on_an_interpolated_slice_says_so(demo_pipeline):
+    ph = make_phantom(3, size=512, slices=80, pixel_mm=0.7, slice_mm=2.5, nodules=5)
+    big = max(ph.nodules, key=lambda n: n.diameter_mm)
+    k = int(round(big.center_irc[0]))
+    vol = dataclasses.replace(ph.volume, interpolated_slices=(k,))
+    found = demo_pipeline.run(vol).above(0.5)
+    on = min(found, key=lambda d: np.linalg.norm(np.subtract(d.center_xyz, big.center_xyz)))
+    assert int(round(on.center_irc[0])) == k and INTERPOLATED_NOTE in on.notes
+    assert all(not d.notes for d in found if int(round(d.center_irc[0])) != k)

@@ -132,3 +132,19 @@ def test_deterministic_on_cpu(phantom):
     b = _tiny_pipeline().run(phantom.volume)
     assert a.detections == b.detections
     np.testing.assert_array_equal(a.prob, b.prob)
+
+
+def test_inputs_are_cut_as_the_model_card_says():
+    from lungview.inference.classify import classifier_input
+    from lungview.inference.segmentation import segmentation_input
+
+    hu = np.random.default_rng(0).integers(-1500, 1500, size=(20, 30, 30)).astype(np.int16)
+    card = ModelCard("narrow", "segmentation", hu_clip=(-500.0, 500.0), context_slices=1)
+    x = segmentation_input(hu, 0, (5, 15, 0, 30), card)
+    assert x.shape == (3, 10, 30) and x.min() == -500 and x.max() == 500
+    np.testing.assert_array_equal(x[0], x[1])  # the slice above the first is the first (clamped)
+    np.testing.assert_array_equal(x[2], np.clip(hu[1, 5:15], -500, 500))
+    crop_card = ModelCard("small", "nodule", crop_irc=(8, 12, 12))
+    c = classifier_input(hu, (10, 15, 15), crop_card)
+    assert c.shape == (8, 12, 12) and c.min() >= -1000 and c.max() <= 1000
+    np.testing.assert_array_equal(c, np.clip(hu[6:14, 9:21, 9:21], -1000, 1000))

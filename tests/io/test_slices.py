@@ -160,3 +160,27 @@ def test_gantry_tilt_gives_a_tilted_volume_that_matches_the_scan(smooth_scan, tm
     # reading the slices as if untilted puts them up to 4.5 pixels off: far larger errors
     naive = np.array(slices)[2:n - 2, 8:size - 8, 8:size - 8].ravel()
     assert error < 6.0 and np.abs(naive - truth).mean() > 4 * error
+
+
+def test_files_without_a_uid_get_a_stable_one_from_their_content(small_phantom, tmp_path):
+    nii = write_phantom(small_phantom, tmp_path / "a", "nii.gz")
+    nrrd = write_phantom(small_phantom, tmp_path / "b", "nrrd")
+    uid = open_volume(nii).series_uid
+    assert uid.startswith("2.25.") and len(uid) <= 64 and set(uid) <= set("0123456789.")
+    assert open_volume(nii).series_uid == uid == open_volume(nrrd).series_uid  # same voxels, same geometry
+    other = CtVolume(hu=small_phantom.volume.hu.copy(), spacing_xyz=small_phantom.volume.spacing_xyz,
+                     origin_xyz=(0.0, 0.0, 1.0))
+    from lungview.io.write import write_volume
+
+    assert open_volume(write_volume(other, tmp_path / "moved.nii")).series_uid != uid
+
+
+def test_cancelling_stops_header_scans_and_itk_reads(small_phantom, tmp_path):
+    from lungview.core.jobs import Cancelled, CancelToken
+
+    token = CancelToken()
+    token.cancel()
+    for fmt in ("dicom", "mhd", "nii.gz"):
+        path = write_phantom(small_phantom, tmp_path / fmt.replace(".", "_"), fmt)
+        with pytest.raises(Cancelled):
+            open_volume(path, cancel=token)
