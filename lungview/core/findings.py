@@ -9,6 +9,11 @@ SIZE_CATEGORIES = ((6.0, "<6 mm"), (8.0, "6-8 mm"), (15.0, "8-15 mm"), (30.0, "1
 NO_MALIGNANCY = "no malignancy model"
 
 
+def mean_diameter(long_axis_mm: float, short_axis_mm: float) -> float:
+    """Mean of long and short axis, to 0.1 mm: the size of Fleischner's and Lung-RADS' categories."""
+    return round((long_axis_mm + short_axis_mm) / 2.0 + 1e-9, 1)
+
+
 def size_category(diameter_mm: float) -> str:
     for upper, name in SIZE_CATEGORIES:
         if diameter_mm < upper:
@@ -33,8 +38,7 @@ class Detection:
 
     @property
     def mean_diameter_mm(self) -> float:
-        """Mean of long and short axis to 0.1 mm: the size of Fleischner and Lung-RADS."""
-        return round((self.long_axis_mm + self.short_axis_mm) / 2.0 + 1e-9, 1)
+        return mean_diameter(self.long_axis_mm, self.short_axis_mm)
 
     def to_dict(self) -> dict:
         d = asdict(self)

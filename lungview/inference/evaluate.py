@@ -62,10 +62,6 @@ class Matching:
     marks: int = 0  # marks kept over the counted scans
     counted: set[int] = field(default_factory=set)  # included truths on the counted scans
 
-    @property
-    def missed(self) -> np.ndarray:
-        return (self.gt == 1) & ~np.isfinite(self.prob)
-
 
 @dataclass
 class Evaluation:

@@ -1,11 +1,15 @@
 """Nodule size as radiologists measure it, from a nodule mask grown in the scan.
 
 The mask: voxels denser than half-way between the nodule's edge and the surrounding lung (the
-half-maximum level, where a blurred edge crosses the true surface), connected to the centre,
-within a ball limited in mm, inside the lung mask, and opened with a small ball so that vessels
-and spicules thinner than it do not count. The level is found in two passes: a low one that
-also takes in ground-glass, then the half-way level for the density just inside the nodule's
-edge (solid tissue for a solid nodule, ground glass for a part-solid or ground-glass one).
+half-maximum level, where a blurred edge crosses the true surface), connected to the centre and
+limited in mm: within 2 r0 + 4 mm of it (r0, the inscribed radius, from a first probe). The
+level is found in two passes: a low one that also takes in ground glass, then the half-way level
+for the density just inside the nodule's edge (solid tissue for a solid nodule, ground glass for
+a part-solid or ground-glass one; ground glass is then grown in a band below the density of the
+vessels it touches, and what is denser inside it, a solid core or a vessel running through, is
+added back). The region is opened with a ball of half r0 so that vessels and spicules fall off
+and given back what the opening shaved off its own surface; an attachment as thick as the nodule
+is cut at its neck; the chest wall and mediastinum are kept out by closing the lung's air locally.
 
 From the mask: the volume, the equivalent-sphere diameter (`diameter_mm`, what LUNA16's
 diameter_mm is compared with), and on the axial slice of largest extent the long axis (largest
@@ -22,6 +26,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from lungview.core import CtVolume
+from lungview.core.findings import mean_diameter
 
 MAX_RADIUS_MM = 30.0  # the largest nodule measured (3 cm; larger is a mass) reaches this far
 MIN_RADIUS_MM = 8.0  # smallest probe around a candidate
@@ -47,8 +52,7 @@ class NoduleSize:
 
     @property
     def mean_diameter_mm(self) -> float:
-        """Mean of long and short axis, to 0.1 mm: the size of Fleischner and Lung-RADS."""
-        return round((self.long_axis_mm + self.short_axis_mm) / 2.0 + 1e-9, 1)
+        return mean_diameter(self.long_axis_mm, self.short_axis_mm)
 
 
 def _dilate(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
