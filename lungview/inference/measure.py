@@ -33,7 +33,7 @@ MIN_RADIUS_MM = 8.0  # smallest probe around a candidate
 PROBE_MM = 16.0  # probe without a candidate size
 LUNG_HU = -850.0  # used when the surroundings hold too little lung to estimate it
 GROUND_GLASS_ABOVE_LUNG = 150.0  # first pass: ground glass is at least this much denser than lung
-OPENING_FRACTION = 0.5  # opening ball: of the inscribed radius ...
+OPENING_FRACTIONS = (0.5, 0.3, 0.15)  # opening ball: of the inscribed radius, the first that keeps the nodule ...
 OPENING_CAP_MM = 5.0  # ... at most this
 COMPACT_EXTENT = 1.5  # a nodule reaches at most this many inscribed radii from its centre
 NECK_RATIO = 0.85  # an attachment is cut off where it is thinner than this many inscribed radii
@@ -78,9 +78,9 @@ def _grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: 
     with a ball (vessels and spicules thinner than it fall off), then given back what the
     opening shaved off its own surface: the part of the region within the ball's radius of the
     opened body (a vessel keeps only a stub that short). The ball is half the inscribed radius
-    r0, larger while the opened body still reaches far beyond a nodule's extent (a vessel as
-    thick as the nodule). With `upper`, denser tissue inside the ground glass (a solid core, a
-    vessel running through) is added back."""
+    r0, smaller when that would eat into the nodule itself (its inner 0.8 r0). With `upper`,
+    denser tissue inside the ground glass (a solid core, a vessel running through) is added
+    back first."""
     dense = (hu > level) & allowed
     region = dense & (hu < upper) if upper is not None and hu[seed] < upper else dense
     region = _component(region, seed)
@@ -88,12 +88,19 @@ def _grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: 
         return np.zeros_like(dense)
     if upper is not None:
         region |= dense & _inside_star(region, seed, spacing)
-    opening_mm = min(OPENING_CAP_MM, OPENING_FRACTION * r0)
-    if opening_mm >= spacing.min():
+    core = region & (d2_from(seed, region.shape, spacing) <= (0.8 * r0) ** 2)
+    for fraction in OPENING_FRACTIONS:
+        opening_mm = min(OPENING_CAP_MM, fraction * r0)
+        if opening_mm < spacing.min():
+            break
         body = _component(_open(region, opening_mm, spacing), seed)
-        if body is not None:
-            back = _component(region & _dilate(body, opening_mm, spacing), seed)
-            region = body if back is None else back
+        if body is None:
+            continue
+        back = _component(region & _dilate(body, opening_mm, spacing), seed)
+        back = body if back is None else back
+        if (core & ~back).sum() <= 0.02 * core.sum():  # the nodule itself kept whole
+            region = back
+            break
     return _cut_at_neck(region, seed, r0, spacing)
 
 
@@ -137,6 +144,8 @@ def _inside_star(region: np.ndarray, seed, spacing, bins: tuple[int, int] = (24,
     cell = t * bins[1] + f
     reach = np.zeros(bins[0] * bins[1])
     np.maximum.at(reach, cell[region], r[region])
+    # a small region leaves some direction cells empty between its voxels: take the neighbours'
+    reach = ndimage.maximum_filter(reach.reshape(bins), size=3, mode=("nearest", "wrap")).ravel()
     return (r < reach[cell] - spacing.max()) | (r <= 1.5 * spacing.max())
 
 
