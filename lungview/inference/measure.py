@@ -37,6 +37,7 @@ OPENING_FRACTIONS = (0.5, 0.3, 0.15)  # opening ball: of the inscribed radius, t
 OPENING_CAP_MM = 5.0  # ... at most this
 COMPACT_EXTENT = 1.5  # a nodule reaches at most this many inscribed radii from its centre
 NECK_RATIO = 0.85  # an attachment is cut off where it is thinner than this many inscribed radii
+BALL_DEPTH = 0.75  # ... and then the nodule is the union of the balls of its points this deep
 GROUND_GLASS_EDGE_HU = -300.0  # an edge below this is ground glass ...
 GROUND_GLASS_BAND = 250.0  # ... and the mask then stops this far above the edge density
 
@@ -125,7 +126,17 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
         lo, hi = (mid, hi) if part is not None and (part & far).any() else (lo, mid)
     if lo > NECK_RATIO * r0:  # no real neck: one thick body
         return region
-    body = _component(_open(region, lo + 0.5 * spacing.min(), spacing), seed)
+    # The nodule: the balls of its deep points (deeper than the attachment is thick, connected to
+    # the seed without it), each as wide as it is deep, plus one voxel of surface detail.
+    deep = _component(depth > max(lo, BALL_DEPTH * r0) + 0.5 * spacing.min(), seed)
+    if deep is None or (deep & far).any():  # the attachment is that deep too: open just above the neck
+        body = _component(_open(region, lo + 0.5 * spacing.min(), spacing), seed)
+        return region if body is None else body
+    cover = np.zeros_like(region)
+    levels = np.linspace(float(depth[deep].min()), float(depth[deep].max()), 6)
+    for t in levels[:-1]:
+        cover |= _dilate(deep & (depth >= t), t + spacing.max(), spacing)
+    body = _component(region & cover, seed)
     return region if body is None else body
 
 
