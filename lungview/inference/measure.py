@@ -294,6 +294,9 @@ def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_h
     from_seed = d2_from(local, hu.shape, spacing)
     allowed = from_seed <= limit**2
     dense = _component(hu > lung_hu + GROUND_GLASS_ABOVE_LUNG, local)  # the box's edges are no border
+    if dense is None:  # cannot happen after a probe found the seed dense; a voxel's size if it does
+        dense = np.zeros(hu.shape, dtype=bool)
+        dense[local] = True
     wall = float(np.clip(1.5 * r0 + 3.0, 6.0, 25.0))
     if ndimage.distance_transform_edt(dense, sampling=spacing).max() > wall:
         # attached to something a ball of `wall` fits in: the chest wall, the mediastinum
