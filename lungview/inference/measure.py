@@ -119,16 +119,19 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
     far &= depth >= max(2.0 * spacing.min(), 0.4 * r0)  # thick: not a spicule
     if not far.any():
         return region
-    lo, hi = 0.0, float(depth[seed])
-    for _ in range(10):  # the neck: the highest level at which the seed still reaches `far`
+    # the nodule's deepest point near the seed (the seed itself may sit off its centre)
+    around = np.where(from_seed <= 2.5**2, depth, 0.0)
+    anchor = tuple(int(i) for i in np.unravel_index(int(np.argmax(around)), around.shape))
+    lo, hi = 0.0, float(depth[anchor])
+    for _ in range(10):  # the neck: the highest level at which the nodule still reaches `far`
         mid = (lo + hi) / 2.0
-        part = _component(depth >= mid, seed)
+        part = _component(depth >= mid, anchor)
         lo, hi = (mid, hi) if part is not None and (part & far).any() else (lo, mid)
     if lo > NECK_RATIO * r0:  # no real neck: one thick body
         return region
     # The nodule: the balls of its deep points (deeper than the attachment is thick, connected to
     # the seed without it), each as wide as it is deep, plus one voxel of surface detail.
-    deep = _component(depth > max(lo, BALL_DEPTH * r0) + 0.5 * spacing.min(), seed)
+    deep = _component(depth > max(lo, BALL_DEPTH * r0) + 0.5 * spacing.min(), anchor)
     if deep is None or (deep & far).any():  # the attachment is that deep too: open just above the neck
         body = _component(_open(region, lo + 0.5 * spacing.min(), spacing), seed)
         return region if body is None else body
