@@ -37,7 +37,7 @@ OPENING_FRACTIONS = (0.5, 0.3, 0.15)  # opening ball: of the inscribed radius, t
 OPENING_CAP_MM = 5.0  # ... at most this
 COMPACT_EXTENT = 1.5  # a nodule reaches at most this many inscribed radii from its centre
 NECK_RATIO = 0.85  # an attachment is cut off where it is thinner than this many inscribed radii
-BALL_DEPTH = 0.75  # ... and then the nodule is the union of the balls of its points this deep
+BALL_DEPTH = 0.8  # ... and then the nodule is the union of the balls of its points this deep
 GROUND_GLASS_EDGE_HU = -300.0  # an edge below this is ground glass ...
 GROUND_GLASS_BAND = 250.0  # ... and the mask then stops this far above the edge density
 
@@ -138,7 +138,7 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
     cover = np.zeros_like(region)
     levels = np.linspace(float(depth[deep].min()), float(depth[deep].max()), 6)
     for t in levels[:-1]:
-        cover |= _dilate(deep & (depth >= t), t + spacing.max(), spacing)
+        cover |= _dilate(deep & (depth >= t), t + spacing.min(), spacing)
     body = _component(region & cover, seed)
     return region if body is None else body
 

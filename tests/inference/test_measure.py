@@ -78,6 +78,6 @@ def test_phantom_nodules_measured_within_their_exact_size(phantom_errors):
     kinds = {k for k, *_ in phantom_errors}
     assert len(errors) >= 60 and kinds == {"solid", "part-solid", "ground-glass", "juxtapleural"}  # calcified: < 6 mm
     assert np.median(np.abs(errors)) <= 0.02, np.round(errors, 3)
-    assert np.mean(np.abs(errors) <= 0.05) >= 0.93, np.round(errors, 3)
-    # the worst case: a solid nodule fused with a vessel two thirds as thick (see measure.py)
-    assert np.abs(errors).max() <= 0.13, np.round(errors, 3)
+    assert np.mean(np.abs(errors) <= 0.05) >= 0.95, np.round(errors, 3)
+    # the worst: a spiculated nodule with a vessel crossing at its side, a juxtapleural one on 2.5 mm slices
+    assert np.abs(errors).max() <= 0.07, np.round(errors, 3)
