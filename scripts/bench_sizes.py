@@ -4,7 +4,7 @@ body's volume is known exactly) at 0.7 x 0.7 x 1.25 and 0.7 x 0.7 x 2.5 mm voxel
 its true centre; and LIDC-IDRI-0001's nodule against LUNA16's diameter. Prints the error of
 the equivalent diameter per kind and overall.
 
-    .venv/bin/python scripts/bench_sizes.py [--seeds 8]
+    .venv/bin/python scripts/bench_sizes.py [--seeds 16]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lungview.inference.lungmask import lung_mask
 from lungview.inference.measure import measure
 from lungview.synthetic import make_phantom
 
@@ -23,15 +24,16 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--seeds", type=int, default=16)
     args = ap.parse_args()
     rows = []
     for slice_mm in (1.25, 2.5):
         for seed in range(args.seeds):
             ph = make_phantom(seed, size=512, slices=int(200 / slice_mm), pixel_mm=0.7, slice_mm=slice_mm, nodules=6)
+            lung = lung_mask(ph.volume)  # as the pipeline measures
             for n in ph.nodules:
                 if n.equivalent_diameter_mm >= 6.0:
-                    got = measure(ph.volume, n.center_irc).diameter_mm
+                    got = measure(ph.volume, n.center_irc, lung=lung).diameter_mm
                     rows.append((slice_mm, n.kind, n.margin, n.equivalent_diameter_mm, got / n.equivalent_diameter_mm - 1))
     err = np.array([r[-1] for r in rows])
     print(f"{len(rows)} phantom nodules >= 6 mm (seeds 0..{args.seeds - 1}, 6 nodules each, two slice spacings)")
@@ -50,7 +52,7 @@ def main() -> int:
 
         vol = open_volume(scan / "dicom")
         (ann,) = read_annotations(scan / "luna16-annotations.csv")
-        s = measure(vol, vol.xyz_to_irc(ann.center_xyz))
+        s = measure(vol, vol.xyz_to_irc(ann.center_xyz), lung=lung_mask(vol))
         print(f"LIDC-IDRI-0001 at LUNA16's centre: {s.diameter_mm:.2f} mm (LUNA16 {ann.diameter_mm:.2f} mm, "
               f"{100 * (s.diameter_mm / ann.diameter_mm - 1):+.1f} %), long x short {s.long_axis_mm:.1f} x "
               f"{s.short_axis_mm:.1f} mm, {s.volume_mm3:.0f} mm3")

@@ -55,6 +55,13 @@ class LungMask:
         return (rs[0] * self.step, (rs[-1] + 1) * self.step,
                 cs[0] * self.step, (cs[-1] + 1) * self.step)
 
+    def full_box(self, box: tuple[slice, slice, slice]) -> np.ndarray:
+        """The mask at full resolution over a box (index, row, col slices with explicit bounds)."""
+        zs, rs, cs = box
+        rows = np.clip(np.arange(rs.start, rs.stop) // self.step, 0, self.small.shape[1] - 1)
+        cols = np.clip(np.arange(cs.start, cs.stop) // self.step, 0, self.small.shape[2] - 1)
+        return self.small[zs][:, rows][:, :, cols]
+
     def full(self) -> np.ndarray:
         """The mask at full resolution (bool)."""
         up = np.repeat(np.repeat(self.small, self.step, axis=1), self.step, axis=2)

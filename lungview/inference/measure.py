@@ -27,6 +27,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from lungview.core import CtVolume
 from lungview.core.findings import mean_diameter
+from lungview.inference.lungmask import LungMask
 
 MAX_RADIUS_MM = 30.0  # the largest nodule measured (3 cm; larger is a mass) reaches this far
 MIN_RADIUS_MM = 8.0  # smallest probe around a candidate
@@ -35,11 +36,15 @@ LUNG_HU = -850.0  # used when the surroundings hold too little lung to estimate 
 GROUND_GLASS_ABOVE_LUNG = 150.0  # first pass: ground glass is at least this much denser than lung
 OPENING_FRACTIONS = (0.5, 0.3, 0.15)  # opening ball: of the inscribed radius, the first that keeps the nodule ...
 OPENING_CAP_MM = 5.0  # ... at most this
+GIVE_BACK_MM = 3.0  # what the opening shaved off is given back this far (more would regrow vessels alongside)
 COMPACT_EXTENT = 1.5  # a nodule reaches at most this many inscribed radii from its centre
 NECK_RATIO = 0.85  # an attachment is cut off where it is thinner than this many inscribed radii
 BALL_DEPTH = 0.8  # ... and then the nodule is the union of the balls of its points this deep
 GROUND_GLASS_EDGE_HU = -300.0  # an edge below this is ground glass ...
 GROUND_GLASS_BAND = 250.0  # ... and the mask then stops this far above the edge density
+CALCIFIED_EDGE_HU = 200.0  # an edge above this is calcium: the mask stays within ...
+CALCIFIED_BLUR_MM = 1.0  # ... this of where it is denser than half-way to soft tissue
+SOFT_TISSUE_HU = 40.0
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ def _grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: 
         body = _component(_open(region, opening_mm, spacing), seed)
         if body is None:
             continue
-        back = _component(region & _dilate(body, opening_mm, spacing), seed)
+        back = _component(region & _dilate(body, min(opening_mm, GIVE_BACK_MM), spacing), seed)
         back = body if back is None else back
         if (core & ~back).sum() <= 0.02 * core.sum():  # the nodule itself kept whole
             region = back
@@ -123,6 +128,7 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
     around = np.where(from_seed <= 2.5**2, depth, 0.0)
     anchor = tuple(int(i) for i in np.unravel_index(int(np.argmax(around)), around.shape))
     lo, hi = 0.0, float(depth[anchor])
+    r0 = min(r0, hi)  # within the lung side (a juxtapleural nodule) the nodule may be thinner
     for _ in range(10):  # the neck: the highest level at which the nodule still reaches `far`
         mid = (lo + hi) / 2.0
         part = _component(depth >= mid, anchor)
@@ -189,11 +195,13 @@ def _axes(region: np.ndarray, spacing) -> tuple[float, float]:
 
 
 def measure(vol: CtVolume, center_irc, blob_voxels: int | None = None,
-            max_radius_mm: float = MAX_RADIUS_MM) -> NoduleSize:
+            max_radius_mm: float = MAX_RADIUS_MM, lung: LungMask | None = None) -> NoduleSize:
     """Size of the nodule at `center_irc`. A probe around the centre finds the seed, the lung's
     density and the nodule's inscribed radius r0 (in a box sized by `blob_voxels`, the
     candidate's size in the segmentation, grown while r0 nears its edge); the mask is then
-    grown within 2 r0 + 4 mm of the seed (at most `max_radius_mm`)."""
+    grown within 2 r0 + 4 mm of the seed (at most `max_radius_mm`) and, given the scan's lung
+    mask (closed: juxtapleural nodules lie inside it), within that too: where the chest wall is
+    thinner than the nodule is wide, the local closing alone cannot tell them apart."""
     spacing = np.asarray(vol.spacing_irc, dtype=np.float64)
     reach = PROBE_MM
     if blob_voxels:
@@ -205,15 +213,16 @@ def measure(vol: CtVolume, center_irc, blob_voxels: int | None = None,
         if probe is None:  # no denser tissue at the centre: one voxel, so the candidate has a size
             one = float(np.cbrt(6.0 * np.prod(spacing) / np.pi))
             return NoduleSize(one, float(np.prod(spacing)), float(spacing[2]), float(spacing[1]), 0.0, 1)
-        seed, lung_hu, r0 = probe
+        seed, lung_hu, r0, at_seed = probe
         if r0 + 2.0 * spacing.max() < reach or reach >= max_radius_mm:
             break
         reach = min(max_radius_mm, reach * 2.0)
-    return _measure_at(vol, seed, min(2.0 * r0 + 4.0, max_radius_mm), r0, lung_hu, spacing)
+    return _measure_at(vol, seed, min(2.0 * r0 + 4.0, max_radius_mm), r0, lung_hu, spacing, at_seed, lung)
 
 
 def _probe(vol: CtVolume, c: np.ndarray, reach: float, spacing):
-    """(seed voxel, lung HU, inscribed radius r0 in mm) around `c`, or None without a nodule."""
+    """(seed voxel, lung HU, inscribed radius r0 in mm, depth at the seed) around `c`, or None
+    without a nodule."""
     box, lo = _box(vol, c, reach, spacing)
     hu = vol.hu[box].astype(np.float32)
     ball = d2_from(c - lo, hu.shape, spacing) <= reach**2
@@ -226,7 +235,7 @@ def _probe(vol: CtVolume, c: np.ndarray, reach: float, spacing):
     inner = ndimage.distance_transform_edt(first, sampling=spacing)
     close = first & (d2_from(seed, hu.shape, spacing) <= 2.0**2)
     r0 = float(inner[close].max() if close.any() else inner.max())
-    return np.array(seed) + lo, lung_hu, r0
+    return np.array(seed) + lo, lung_hu, r0, float(inner[seed])
 
 
 def blob_size(voxels: int, spacing_irc) -> NoduleSize:
@@ -288,7 +297,8 @@ def _densest_near(hu: np.ndarray, local, spacing) -> tuple[int, int, int]:
     return tuple(int(s.start + i) for s, i in zip(near, np.unravel_index(int(np.argmax(patch)), patch.shape)))
 
 
-def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_hu: float, spacing) -> NoduleSize:
+def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_hu: float, spacing,
+                at_seed: float, lung: LungMask | None = None) -> NoduleSize:
     """The mask within `limit` mm of the seed (a nodule reaches at most about twice its inscribed
     radius from its centre; beyond, what is connected is a vessel or the chest wall)."""
     box, lo = _box(vol, seed, limit + spacing.max(), spacing)
@@ -296,11 +306,15 @@ def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_h
     local = tuple(int(x) for x in seed - lo)
     from_seed = d2_from(local, hu.shape, spacing)
     allowed = from_seed <= limit**2
+    if lung is not None and lung.full_box(box)[local]:
+        allowed &= lung.full_box(box)
     dense = _component(hu > lung_hu + GROUND_GLASS_ABOVE_LUNG, local)  # the box's edges are no border
     if dense is None:  # cannot happen after a probe found the seed dense; a voxel's size if it does
         dense = np.zeros(hu.shape, dtype=bool)
         dense[local] = True
-    wall = float(np.clip(1.5 * r0 + 3.0, 6.0, 25.0))
+    # the closing ball must be wider than the nodule, not than the wall behind it: the nodule's
+    # depth at the seed (the chest wall can only make the deepest point near it deeper)
+    wall = float(np.clip(1.5 * min(r0, at_seed) + 3.0, 6.0, 25.0))
     if ndimage.distance_transform_edt(dense, sampling=spacing).max() > wall:
         # attached to something a ball of `wall` fits in: the chest wall, the mediastinum
         allowed &= _lung_side(vol, seed, box, limit + 3.0, wall, spacing)
@@ -329,6 +343,10 @@ def _second_pass(hu, first, allowed, seed, r0: float, lung_hu: float, spacing, f
         glass = (hu > level) & (hu < upper) & allowed & (from_seed <= (r0 + 2.0) ** 2)
         if glass.any():
             seed = tuple(int(i) for i in np.argwhere(glass)[np.argmin(from_seed[glass])])
+    if edge > CALCIFIED_EDGE_HU:  # calcified: far denser than the vessels it may sit on
+        core = _component((hu > (edge + SOFT_TISSUE_HU) / 2.0) & allowed, seed)
+        if core is not None:  # the edge's blur around the calcium, not the vessel beside it
+            allowed = allowed & _dilate(core, CALCIFIED_BLUR_MM, spacing)
     return _grow(hu, allowed, seed, level, spacing, r0, upper), level
 
 

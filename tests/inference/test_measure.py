@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lungview.core import CtVolume
+from lungview.inference.lungmask import lung_mask
 from lungview.inference.measure import blob_size, measure
 from lungview.synthetic import make_phantom
 
@@ -59,15 +60,17 @@ def test_blob_size_is_a_sphere_of_the_blob():
 @pytest.fixture(scope="module")
 def phantom_errors():
     """Relative error of the equivalent diameter for every phantom nodule of 6 mm or more, at
-    0.7 x 1.25 mm and 0.7 x 2.5 mm voxels, measured at the true centres."""
+    0.7 x 1.25 mm and 0.7 x 2.5 mm voxels, measured at the true centres with the scan's lung mask
+    (as the pipeline measures): the set scripts/bench_sizes.py reports."""
     rows = []
     for slice_mm in (1.25, 2.5):
-        for seed in range(8):
+        for seed in range(16):
             ph = make_phantom(seed, size=512, slices=int(200 / slice_mm), pixel_mm=0.7, slice_mm=slice_mm,
                               nodules=6)
+            lung = lung_mask(ph.volume)
             for n in ph.nodules:
                 if n.equivalent_diameter_mm >= 6.0:
-                    got = measure(ph.volume, n.center_irc).diameter_mm
+                    got = measure(ph.volume, n.center_irc, lung=lung).diameter_mm
                     rows.append((n.kind, n.margin, slice_mm, got / n.equivalent_diameter_mm - 1.0))
     return rows
 
@@ -76,8 +79,8 @@ def phantom_errors():
 def test_phantom_nodules_measured_within_their_exact_size(phantom_errors):
     errors = np.array([e for *_, e in phantom_errors])
     kinds = {k for k, *_ in phantom_errors}
-    assert len(errors) >= 60 and kinds == {"solid", "part-solid", "ground-glass", "juxtapleural"}  # calcified: < 6 mm
-    assert np.median(np.abs(errors)) <= 0.02, np.round(errors, 3)
-    assert np.mean(np.abs(errors) <= 0.05) >= 0.95, np.round(errors, 3)
-    # the worst: a spiculated nodule with a vessel crossing at its side, a juxtapleural one on 2.5 mm slices
-    assert np.abs(errors).max() <= 0.07, np.round(errors, 3)
+    assert len(errors) >= 150 and kinds == {"solid", "part-solid", "ground-glass", "juxtapleural", "calcified"}
+    assert np.median(np.abs(errors)) <= 0.01, np.round(errors, 3)
+    assert np.mean(np.abs(errors) <= 0.05) >= 0.96, np.round(errors, 3)
+    # the worst: a 7 mm calcified nodule sitting on a vessel (+11 %); the goal is 5 % for all
+    assert np.abs(errors).max() <= 0.12, np.round(errors, 3)
