@@ -2,12 +2,13 @@
 
 The mask: voxels denser than half-way between the nodule's edge and the surrounding lung (the
 half-maximum level, where a blurred edge crosses the true surface), connected to the centre and
-limited in mm: within 2 r0 + 4 mm of it (r0, the inscribed radius, from a first probe). The
+limited in mm: within 2 r0 + 4 mm of it (r0, the inscribed radius, from a first probe) and
+within the scan's lung mask when one is given. The
 level is found in two passes: a low one that also takes in ground glass, then the half-way level
 for the density just inside the nodule's edge (solid tissue for a solid nodule, ground glass for
 a part-solid or ground-glass one; ground glass is then grown in a band below the density of the
 vessels it touches, and what is denser inside it, a solid core or a vessel running through, is
-added back). The region is opened with a ball of half r0 so that vessels and spicules fall off
+added back; calcium stays within a millimetre of where it is calcium). The region is opened with a ball of half r0 so that vessels and spicules fall off
 and given back what the opening shaved off its own surface; an attachment as thick as the nodule
 is cut at its neck; the chest wall and mediastinum are kept out by closing the lung's air locally.
 
