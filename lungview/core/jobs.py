@@ -38,3 +38,9 @@ class CancelToken:
 
 
 ProgressCallback = Callable[[int, int, str], None]
+
+
+def check_cancel(cancel: CancelToken | None) -> None:
+    """Raise Cancelled when an optional token is set (readers take cancel=None)."""
+    if cancel is not None:
+        cancel.check()

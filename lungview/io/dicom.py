@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 
 from lungview.core import CtVolume, ScanError, SeriesSummary
-from lungview.core.jobs import Cancelled
+from lungview.core.jobs import check_cancel
 from lungview.io.dicom_scan import DicomSeries, ScanReport, SliceHeader
 from lungview.io.hu import HuConverter
 from lungview.io.resample import deshear_slices, fill_missing, resample_slices
@@ -198,8 +198,7 @@ def read_series(series: DicomSeries, where: Path, report: ScanReport, progress=N
     hu = np.empty((len(headers), rows, cols), dtype=np.int16)
     converter = HuConverter()
     for k, h in enumerate(headers):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled")
+        check_cancel(cancel)
         stored = read_stored_pixels(h)
         if stored.shape != (rows, cols):
             raise ScanError(h.path, f"pixel data is {stored.shape}, header says {(rows, cols)}")

@@ -13,7 +13,7 @@ import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 
-from lungview.core.jobs import Cancelled
+from lungview.core.jobs import check_cancel
 
 # Uncompressed little-endian transfer syntaxes whose pixels can be read straight from the file.
 _NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
@@ -247,8 +247,8 @@ def scan_files(paths: list[str], progress=None, cancel=None) -> ScanReport:
             groups[header.group_key].append(header)  # type: ignore[union-attr]
         if progress is not None and (i % 16 == 0 or i == len(paths) - 1):
             progress(i + 1, len(paths), "reading DICOM headers")
-        if cancel is not None and i % 16 == 0 and cancel.is_set():
-            raise Cancelled("cancelled")
+        if i % 16 == 0:
+            check_cancel(cancel)
     series = [DicomSeries(k, h) for k, h in groups.items()]
     series.sort(key=lambda s: (s.modality != "CT", -len(s.headers)))
     return ScanReport(series, unreadable, without_pixels)

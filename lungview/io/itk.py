@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lungview.core import CtVolume, ScanError
-from lungview.core.jobs import Cancelled
+from lungview.core.jobs import Cancelled, check_cancel
 from lungview.io.hu import HuConverter, to_int16_hu
 
 ITK_SUFFIXES = (".mhd", ".mha", ".nii", ".nii.gz", ".nrrd", ".nhdr")
@@ -130,11 +130,9 @@ def _read_with_simpleitk(path: Path, reader, dim: int, cancel=None):
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled") from None
+        check_cancel(cancel)  # an abort is no damage
         raise ScanError(path, f"cannot read voxel data ({_first_line(exc)})") from None
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("cancelled")
+    check_cancel(cancel)
     if dim == 4:
         image = image[:, :, :, 0]
     values = sitk.GetArrayViewFromImage(image)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from lungview.core import CtVolume, ScanError
-from lungview.core.jobs import Cancelled
+from lungview.core.jobs import check_cancel
 from lungview.io.dicom import choose_series, read_series
 from lungview.io.dicom_scan import list_files, read_header, scan_files
 from lungview.io.itk import ITK_SUFFIXES, read_itk
@@ -62,11 +62,6 @@ def content_uid(vol: CtVolume) -> str:
                 (np.round(vol.direction, 5) + 0.0).tolist())  # + 0.0: no "-0.0"
     h.update(repr(geometry).encode())
     return f"2.25.{int.from_bytes(h.digest(), 'big')}"
-
-
-def check_cancel(cancel) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("cancelled")
 
 
 def _open_folder(path: Path, series, progress, cancel, allow_gaps) -> CtVolume:
