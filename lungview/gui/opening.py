@@ -81,16 +81,16 @@ class OpeningMixin:
             self._remember(vol.source)
         self.setWindowTitle(f"LungView — {vol.source}")
         self.message.setText(f"{vol.shape[0]}×{vol.shape[1]}×{vol.shape[2]} voxels")
-        self._show_notices(vol)
+        reason = vol.not_ct_reason()
+        self._show_notices(vol, reason)
         self.scan_loaded.emit(True)
         if vol.other_series and self.options.interactive and not self._chosen_series:
             self._pick_series(vol)
-        if self.options.detect and vol.not_ct_reason() is None:
+        if self.options.detect and reason is None:
             self.run_detection()
 
-    def _show_notices(self, vol):
+    def _show_notices(self, vol, reason: str | None):
         notes = list(vol.warnings)
-        reason = vol.not_ct_reason()
         if reason:
             notes.insert(0, f"This volume does not look like CT: {reason}. Detection was not run; "
                          "Detect → Run detection (Ctrl+D) runs it anyway.")

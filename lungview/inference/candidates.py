@@ -117,9 +117,12 @@ def find_candidates(vol: CtVolume, prob: np.ndarray, mask: LungMask | None = Non
         # Crumbs the erosion chipped off a larger fragment join the nearest larger fragment of
         # the same blob (within MERGE_MAX_MM), so that they do not become candidates of their own.
         parent = crumb_parents(centers * spacing, counts, raw_of, _min_voxels(vol))
-        keys, lab = np.unique(parent[lab], return_inverse=True)
+        keys, joined = np.unique(parent, return_inverse=True)  # old label -> new label
         raw_of, n = raw_of[keys], len(keys)
-        mass, centers, counts = _stats(vol, lab, coords, n)
+        centers = np.stack([np.bincount(joined, weights=mass * c, minlength=n) for c in centers.T], axis=1)
+        mass = np.bincount(joined, weights=mass, minlength=n)
+        centers /= mass[:, None]
+        counts = np.bincount(joined, weights=counts, minlength=n).astype(np.int64)
         # each fragment's share of its blob before the erosion took a layer off everything
         eroded = np.bincount(raw_of, weights=counts, minlength=len(raw_sizes))
         volume = counts * raw_sizes[raw_of] / eroded[raw_of] * float(np.prod(spacing))

@@ -84,8 +84,9 @@ def _grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: 
     """The region above `level` (and below `upper`: ground glass) connected to the seed, opened
     with a ball (vessels and spicules thinner than it fall off), then given back what the
     opening shaved off its own surface: the part of the region within the ball's radius of the
-    opened body (a vessel keeps only a stub that short). The ball is half the inscribed radius
-    r0, smaller when that would eat into the nodule itself (its inner 0.8 r0). With `upper`,
+    opened body, at most GIVE_BACK_MM (a vessel keeps only a stub that short). The ball is half
+    the inscribed radius r0, smaller when that would eat into the nodule itself (its inner
+    0.8 r0). With `upper`,
     denser tissue inside the ground glass (a solid core, a vessel running through) is added
     back first."""
     dense = (hu > level) & allowed
@@ -115,8 +116,9 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
     """What reaches beyond a nodule's extent (COMPACT_EXTENT inscribed radii) and is thick (not
     a spicule) is something attached as thick as the nodule, a vessel: find the neck between the
     two (the deepest level at which they still connect, by bisection on the distance to the
-    region's edge) and open the region with a ball just wider than the neck. A sphere keeps its
-    shape under an opening with a smaller ball, the attachment falls off."""
+    region's edge). The nodule is then the union of the balls of its points deeper than the neck
+    (each as wide as it is deep); when the attachment is that deep too, the region is opened
+    with a ball just wider than the neck instead."""
     from_seed = d2_from(seed, region.shape, spacing)
     far = region & (from_seed > (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
     if not far.any():
@@ -307,8 +309,9 @@ def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_h
     local = tuple(int(x) for x in seed - lo)
     from_seed = d2_from(local, hu.shape, spacing)
     allowed = from_seed <= limit**2
-    if lung is not None and lung.full_box(box)[local]:
-        allowed &= lung.full_box(box)
+    inside = None if lung is None else lung.full_box(box)
+    if inside is not None and inside[local]:
+        allowed &= inside
     dense = _component(hu > lung_hu + GROUND_GLASS_ABOVE_LUNG, local)  # the box's edges are no border
     if dense is None:  # cannot happen after a probe found the seed dense; a voxel's size if it does
         dense = np.zeros(hu.shape, dtype=bool)

@@ -99,8 +99,8 @@ class Pipeline:
         centers = to_native_irc(vol, work, work_centers) if work is not vol else work_centers
         scale = work.spacing_xyz[2] / vol.spacing_xyz[2]
         measured = np.asarray(p_nod) >= self.measure_min_p
-        lung = mask if mask is None or work is vol else LungMask(mask.small[nearest_slices(vol, work)], mask.step,
-                                                                  vol.shape)
+        native = None if work is vol else nearest_slices(vol, work)  # model slice of each scan slice
+        lung = mask if mask is None or native is None else LungMask(mask.small[native], mask.step, vol.shape)
         sizes = step("measurement", lambda p: [
             measure(vol, c, blob_voxels=int(round(cand.voxels * scale)), lung=lung) if ok
             else blob_size(cand.voxels, work.spacing_irc) for c, cand, ok in zip(centers, cands, measured)])
@@ -118,7 +118,7 @@ class Pipeline:
                 notes=(INTERPOLATED_NOTE,) if on_interpolated else (),
                 size_source="scan" if measured[i] else "segmentation"))
         detections.sort(key=lambda d: -d.p_nodule)
-        prob = seg.prob if work is vol else seg.prob[nearest_slices(vol, work)]  # on the scan's own slices
+        prob = seg.prob if native is None else seg.prob[native]  # on the scan's own slices
         labels = {"segmentation": self.seg.label, "nodule": self.cls.label,
                   "malignancy": self.mal.label if self.mal else NO_MALIGNANCY}
         return PipelineResult(detections, timings, self.device.name, labels, len(cands), lung, prob, notes, target)
