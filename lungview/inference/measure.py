@@ -10,7 +10,10 @@ a part-solid or ground-glass one; ground glass is then grown in a band below the
 vessels it touches, and what is denser inside it, a solid core or a vessel running through, is
 added back; calcium stays within a millimetre of where it is calcium). The region is opened with a ball of half r0 so that vessels and spicules fall off
 and given back what the opening shaved off its own surface; an attachment as thick as the nodule
-is cut at its neck; the chest wall and mediastinum are kept out by closing the lung's air locally.
+is cut at its neck. A juxtapleural nodule ends at the pleural line: the wall's surface around it,
+fitted with a quadric and carried on under its base, as a reader draws it; where the wall is not
+that smooth (a corner, a fissure), the chest wall and mediastinum are kept out by closing the
+lung's air locally.
 
 From the mask: the volume, the equivalent-sphere diameter (`diameter_mm`, what LUNA16's
 diameter_mm is compared with), and on the axial slice of largest extent the long axis (largest
@@ -46,6 +49,8 @@ GROUND_GLASS_BAND = 250.0  # ... and the mask then stops this far above the edge
 CALCIFIED_EDGE_HU = 200.0  # an edge above this is calcium: the mask stays within ...
 CALCIFIED_BLUR_MM = 1.0  # ... this of where it is denser than half-way to soft tissue
 SOFT_TISSUE_HU = 40.0
+WALL_TISSUE_MM = 3.0  # the pleura is fitted where tissue this thick meets air (not a vessel)
+PLEURA_RMS_MM = 1.5  # ... by a quadric that fits it this closely (else the local closing is used)
 
 
 @dataclass(frozen=True)
@@ -236,7 +241,7 @@ def _probe(vol: CtVolume, c: np.ndarray, reach: float, spacing):
     if first is None:
         return None
     inner = ndimage.distance_transform_edt(first, sampling=spacing)
-    close = first & (d2_from(seed, hu.shape, spacing) <= 2.0**2)
+    close = first & (d2_from(seed, hu.shape, spacing) <= max(2.0, spacing.max()) ** 2)  # the next slice too
     r0 = float(inner[close].max() if close.any() else inner.max())
     return np.array(seed) + lo, lung_hu, r0, float(inner[seed])
 
@@ -268,6 +273,51 @@ def _lung_side(vol: CtVolume, c, box, reach_mm: float, radius_mm: float, spacing
     out[tuple(slice(x.start - b.start, x.stop - b.start) for x, b in zip(both, box))] = \
         ~kept[tuple(slice(x.start - o.start, x.stop - o.start) for x, o in zip(both, outer))]
     return out
+
+
+def _pleural_side(vol: CtVolume, c, box, r0: float, spacing) -> np.ndarray | None:
+    """The lung's side of the pleura, over `box`: the wall's surface around a juxtapleural
+    nodule (where tissue too thick for a vessel meets air, in a ring beyond the nodule's reach
+    of COMPACT_EXTENT r0) fitted with a quadric and carried on under the nodule, as a reader
+    draws the pleural line through its base. None where the surface is not smooth enough for
+    that (a corner, a fissure) or too little of it is seen."""
+    ring = (COMPACT_EXTENT * r0 + 2.0, COMPACT_EXTENT * r0 + 10.0)
+    outer, lo = _box(vol, c, ring[1] + WALL_TISSUE_MM + 2.0, spacing)
+    tissue = vol.hu[outer] >= -400
+    kept = _open(tissue, WALL_TISSUE_MM, spacing)  # no vessel thinner than this
+    local = np.asarray(c) - lo
+    near = ndimage.generate_binary_structure(3, 1)
+    d2 = d2_from(tuple(int(x) for x in local), tissue.shape, spacing)
+    in_ring = (d2 >= ring[0] ** 2) & (d2 <= ring[1] ** 2)
+    wall_side = np.argwhere(kept & ndimage.binary_dilation(~tissue, near) & in_ring) * spacing
+    air_side = np.argwhere(~tissue & ndimage.binary_dilation(kept, near) & in_ring) * spacing
+    if min(len(wall_side), len(air_side)) < 25:
+        return None
+    pts = np.concatenate([wall_side, air_side])  # the surface lies half-way between them
+    centre = pts.mean(axis=0)
+    _, _, (u, v, n) = np.linalg.svd(pts - centre, full_matrices=False)
+    if np.mean(air_side @ n) < np.mean(wall_side @ n):  # the normal points into the lung
+        n = -n
+
+    def frame(q):
+        d = q - centre
+        a, b = d @ u, d @ v
+        return np.column_stack([np.ones_like(a), a, b, a * a, a * b, b * b]), d @ n
+
+    keep = np.ones(len(pts), dtype=bool)
+    for _ in range(3):  # least squares, then without the points far off it (a vessel, a rib)
+        design, w = frame(pts[keep])
+        coef, *_ = np.linalg.lstsq(design, w, rcond=None)
+        design, w = frame(pts)
+        resid = w - design @ coef
+        keep = np.abs(resid) <= max(1.0, 2.5 * float(np.sqrt(np.mean(resid[keep] ** 2))))
+    rms = float(np.sqrt(np.mean(resid[keep] ** 2)))
+    if keep.mean() < 0.8 or rms > PLEURA_RMS_MM:
+        return None
+    axes = [(np.arange(b.start, b.stop) - l) * s for b, l, s in zip(box, lo, spacing)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    design, w = frame(grid)
+    return (w - design @ coef > 0).reshape(tuple(len(x) for x in axes))
 
 
 def _edge_hu(hu, region, seed, r0: float, spacing) -> float:
@@ -310,8 +360,6 @@ def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_h
     from_seed = d2_from(local, hu.shape, spacing)
     allowed = from_seed <= limit**2
     inside = None if lung is None else lung.full_box(box)
-    if inside is not None and inside[local]:
-        allowed &= inside
     dense = _component(hu > lung_hu + GROUND_GLASS_ABOVE_LUNG, local)  # the box's edges are no border
     if dense is None:  # cannot happen after a probe found the seed dense; a voxel's size if it does
         dense = np.zeros(hu.shape, dtype=bool)
@@ -319,9 +367,20 @@ def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_h
     # the closing ball must be wider than the nodule, not than the wall behind it: the nodule's
     # depth at the seed (the chest wall can only make the deepest point near it deeper)
     wall = float(np.clip(1.5 * min(r0, at_seed) + 3.0, 6.0, 25.0))
+    pleura = None
     if ndimage.distance_transform_edt(dense, sampling=spacing).max() > wall:
         # attached to something a ball of `wall` fits in: the chest wall, the mediastinum
-        allowed &= _lung_side(vol, seed, box, limit + 3.0, wall, spacing)
+        pleura = _pleural_side(vol, seed, box, r0, spacing)
+        if pleura is not None and not pleura[local]:  # the seed in the nodule's base: one on the lung side
+            near = dense & pleura & (from_seed <= (2.0 + spacing.max()) ** 2)
+            if near.any():
+                local = tuple(int(i) for i in np.argwhere(near)[np.argmin(from_seed[near])])
+                from_seed = d2_from(local, hu.shape, spacing)
+            else:
+                pleura = None
+        allowed &= _lung_side(vol, seed, box, limit + 3.0, wall, spacing) if pleura is None else pleura
+    if pleura is None and inside is not None and inside[local]:
+        allowed &= inside  # (the fitted pleura is finer than the lung mask's 2.5 mm steps)
     first = _component(dense & allowed, local)
     if first is None:
         first = dense & allowed
