@@ -51,3 +51,16 @@ class Detection:
         d["p_malignant"] = None if self.p_malignant is None else round(float(self.p_malignant), 4)
         d["notes"] = list(self.notes)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Detection:
+        """The inverse of to_dict (a saved detection run read back)."""
+        return cls(center_xyz=tuple(float(v) for v in d["center_xyz"]),
+                   center_irc=tuple(float(v) for v in d["center_irc"]),
+                   diameter_mm=float(d["diameter_mm"]), volume_mm3=float(d["volume_mm3"]),
+                   long_axis_mm=float(d["long_axis_mm"]), short_axis_mm=float(d["short_axis_mm"]),
+                   p_nodule=float(d["p_nodule"]),
+                   p_malignant=None if d.get("p_malignant") is None else float(d["p_malignant"]),
+                   malignancy_source=str(d.get("malignancy_source", "")),
+                   size_category=str(d.get("size_category", "")), notes=tuple(d.get("notes", ())),
+                   size_source=str(d.get("size_source", "scan")))
