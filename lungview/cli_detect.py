@@ -25,6 +25,8 @@ def add_commands(sub, parser_class) -> None:
     det.add_argument("--allow-gaps", action="store_true",
                      help="fill runs of more than two missing slices by interpolation instead of refusing the scan")
     det.add_argument("--out", help="write the detections to FILE.csv or FILE.json")
+    det.add_argument("--workspace", metavar="DIR", help="also keep the results there, as the viewer does: "
+                     "detections at or above --threshold join each scan's review as unreviewed findings")
     det.add_argument("--json", action="store_true", help="print one JSON object")
     det.add_argument("--debug", action="store_true", help="show tracebacks")
     det.set_defaults(func=cmd_detect)
@@ -70,6 +72,11 @@ def cmd_detect(args) -> int:
         raise LungViewError(f"{args.out}: --out must end in .csv or .json")
     device = resolve_device(args.device, args.precision)
     loaded = _models(args)
+    workspace = None
+    if args.workspace:
+        from lungview.review.workspace import Workspace
+
+        workspace = Workspace(args.workspace)  # locked now: a busy workspace fails before the work
     pipeline = Pipeline(loaded["segmentation"][0], loaded["nodule"][0], device,
                         loaded["malignancy"][0])
     model_info = {role: {"label": m.label, "origin": c.origin, "path": str(c.path)} if m else None
@@ -104,7 +111,15 @@ def cmd_detect(args) -> int:
             "notes": notes,
             "detections": [d.to_dict() for d in result.above(args.threshold)],
         })
+        if workspace is not None:
+            stored = {**scans[-1], "threshold": args.threshold,
+                      "detections": [d.to_dict() for d in result.detections]}  # all: the viewer's slider
+            matched, added = workspace.record_detection(vol, path, stored, args.threshold)
+            bar.write(f"{path}: {added} new finding(s), {matched} known one(s) updated in {workspace.root}",
+                      file=sys.stderr)
     bar.close()
+    if workspace is not None:
+        workspace.close()
     if args.out:
         from lungview.detect_io import write_results
 

@@ -8,7 +8,7 @@ import pytest
 CHECK = """
 import sys, importlib
 importlib.import_module({module!r})
-bad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})
+bad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r} or m in {forbidden!r})
 print(','.join(bad))
 """
 
@@ -21,6 +21,10 @@ print(','.join(bad))
     ("lungview.models", ("PySide6", "pyqtgraph", "SimpleITK", "pydicom")),
     ("lungview.inference.pipeline", ("PySide6", "pyqtgraph")),
     ("lungview.training.demo", ("PySide6", "pyqtgraph")),
+    # the review is plain Python below the GUI: no Qt, and no models (the CLI and GUI bring those)
+    ("lungview.review.workspace", ("torch", "PySide6", "pyqtgraph", "lungview.inference")),
+    ("lungview.review.exchange", ("torch", "PySide6", "pyqtgraph", "lungview.inference")),
+    ("lungview.review.autosave", ("torch", "PySide6", "pyqtgraph", "lungview.inference")),
 ])
 def test_layer_imports(module, forbidden):
     out = subprocess.run([sys.executable, "-c", CHECK.format(module=module, forbidden=set(forbidden))],

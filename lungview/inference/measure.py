@@ -23,14 +23,14 @@ that Fleischner and Lung-RADS categories use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
 from lungview.core import CtVolume
 from lungview.core.findings import mean_diameter
+from lungview.core.shape import axial_axes
 from lungview.inference.lungmask import LungMask
 
 MAX_RADIUS_MM = 30.0  # the largest nodule measured (3 cm; larger is a mass) reaches this far
@@ -61,6 +61,8 @@ class NoduleSize:
     short_axis_mm: float  # perpendicular to the long axis, same slice
     level_hu: float = 0.0  # the threshold the mask was grown at
     voxels: int = 0
+    box: tuple[slice, slice, slice] | None = field(default=None, compare=False, repr=False)  # where the mask lies
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)  # bool, over `box`
 
     @property
     def mean_diameter_mm(self) -> float:
@@ -175,31 +177,6 @@ def _inside_star(region: np.ndarray, seed, spacing, bins: tuple[int, int] = (24,
     # a small region leaves some direction cells empty between its voxels: take the neighbours'
     reach = ndimage.maximum_filter(reach.reshape(bins), size=3, mode=("nearest", "wrap")).ravel()
     return (r < reach[cell] - spacing.max()) | (r <= 1.5 * spacing.max())
-
-
-def _axes(region: np.ndarray, spacing) -> tuple[float, float]:
-    """(long, short) axis in mm on the axial slice where the long axis is largest."""
-    sy, sx = spacing[1], spacing[2]
-    pixel = 0.5 * (sx + sy)  # extent of a row of pixels = centre distance + one pixel
-    best = (0.0, 0.0)
-    for k in np.flatnonzero(region.any(axis=(1, 2))):
-        rows, cols = np.nonzero(region[k])
-        pts = np.column_stack([cols * sx, rows * sy]).astype(np.float64)
-        if len(pts) >= 3:
-            try:
-                pts = pts[ConvexHull(pts).vertices]
-            except QhullError:  # collinear pixels
-                pass
-        diff = pts[:, None, :] - pts[None, :, :]
-        dist = np.sqrt((diff**2).sum(axis=2))
-        i, j = np.unravel_index(int(np.argmax(dist)), dist.shape)
-        long = float(dist[i, j]) + pixel
-        if long <= best[0]:
-            continue
-        u = (pts[j] - pts[i]) / dist[i, j] if dist[i, j] > 0 else np.array([1.0, 0.0])
-        across = pts @ np.array([-u[1], u[0]])
-        best = (long, float(across.max() - across.min()) + pixel)
-    return best
 
 
 def measure(vol: CtVolume, center_irc, blob_voxels: int | None = None,
@@ -389,8 +366,8 @@ def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_h
         region = first
     voxels = int(region.sum())
     volume = voxels * float(np.prod(spacing))
-    long, short = _axes(region, spacing)
-    return NoduleSize(float(np.cbrt(6.0 * volume / np.pi)), volume, long, short, level, voxels)
+    long, short = axial_axes(region, spacing)
+    return NoduleSize(float(np.cbrt(6.0 * volume / np.pi)), volume, long, short, level, voxels, box, region)
 
 
 def _second_pass(hu, first, allowed, seed, r0: float, lung_hu: float, spacing, from_seed):
@@ -416,3 +393,19 @@ def _second_pass(hu, first, allowed, seed, r0: float, lung_hu: float, spacing, f
 def d2_from(point, shape, spacing) -> np.ndarray:
     grid = np.ogrid[tuple(slice(-p, n - p) for p, n in zip(point, shape))]
     return sum((g * s) ** 2 for g, s in zip(grid, spacing))
+
+
+def mask_at(vol: CtVolume, center_xyz, diameter_mm: float = 0.0, lung: LungMask | None = None):
+    """(box, bool mask over it) of the nodule at `center_xyz`: the measured mask, or where no
+    denser tissue is found there, the sphere of `diameter_mm` (at least a voxel): what a
+    finding without a painted mask exports as its segment."""
+    spacing = np.asarray(vol.spacing_irc, dtype=np.float64)
+    c = vol.xyz_to_irc(np.asarray(center_xyz, dtype=np.float64))
+    blob = int(np.pi * diameter_mm**3 / 6.0 / np.prod(spacing)) if diameter_mm > 0 else None
+    s = measure(vol, c, blob_voxels=blob, lung=lung)
+    if s.mask is not None and s.mask.any():
+        return s.box, s.mask
+    ci = np.clip(np.rint(c).astype(int), 0, np.array(vol.shape) - 1)
+    r = max(diameter_mm / 2.0, float(spacing.max()) / 2.0)
+    box, lo = _box(vol, ci, r + spacing.max(), spacing)
+    return box, d2_from(tuple(ci - lo), tuple(b.stop - b.start for b in box), spacing) <= r**2

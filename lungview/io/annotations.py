@@ -11,6 +11,7 @@ from lungview.core import LungViewError
 from lungview.core.atomic import write_text_atomic
 
 LUNA_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
+CANDIDATE_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "class")  # the book's candidates.csv
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,27 @@ def read_annotations(path: str | os.PathLike) -> list[Annotation]:
         extra = {k: v for k, v in row.items() if k not in LUNA_COLUMNS}
         out.append(Annotation(row["seriesuid"], xyz, diameter, extra))
     return out
+
+
+def csv_columns(path: str | os.PathLike) -> list[str]:
+    """The header line of a CSV file (to tell annotations from candidates)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return next(csv.reader(fh), [])
+    except OSError as exc:
+        raise LungViewError(f"{path}: cannot read ({exc.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise LungViewError(f"{path}: not a CSV file ({exc})") from None
+
+
+def write_candidates(path: str | os.PathLike, rows: list[tuple[str, tuple[float, float, float], int]]) -> None:
+    """The book's candidates.csv: (series UID, centre xyz, class 1 = nodule / 0 = not), atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CANDIDATE_COLUMNS)
+    for uid, xyz, cls in rows:
+        writer.writerow([uid, *(f"{c:.4f}" for c in xyz), int(cls)])
+    write_text_atomic(path, buf.getvalue())
 
 
 def write_annotations(path: str | os.PathLike, annotations: list[Annotation]) -> None:

@@ -71,7 +71,11 @@ def write_dicom_series(vol: CtVolume, folder: str | os.PathLike, *, syntax: str 
         ds.Manufacturer = "LungView synthetic"
         ds.SoftwareVersions = __version__
         ds.PatientName, ds.PatientID = "Phantom^LungView", "LV-PHANTOM"
+        ds.PatientBirthDate, ds.PatientSex = "", "O"  # the patient and study modules' type 2 attributes
         ds.StudyDate = ds.SeriesDate = now.strftime("%Y%m%d")
+        ds.StudyTime = ds.SeriesTime = now.strftime("%H%M%S")
+        ds.ReferringPhysicianName, ds.StudyID, ds.AccessionNumber = "", "1", ""
+        ds.PositionReferenceIndicator, ds.PatientPosition = "", "FFS"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
         ds.SeriesDescription = "LungView phantom"

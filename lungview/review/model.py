@@ -36,7 +36,7 @@ class Finding:
     id: str
     source: str  # "detector", "user" or "imported from FILE"
     center_xyz: tuple[float, float, float]
-    diameter_mm: float  # equivalent-sphere diameter
+    diameter_mm: float  # equivalent-sphere diameter; 0: not measured (an imported point)
     long_axis_mm: float
     short_axis_mm: float
     volume_mm3: float
@@ -58,7 +58,7 @@ class Finding:
     @property
     def lung_rads(self) -> str | None:
         """Lung-RADS v2022 of a confirmed nodule; None for the others (and when it cannot tell)."""
-        if self.status != "confirmed":
+        if self.status != "confirmed" or self.long_axis_mm <= 0:  # unconfirmed, or its size unknown
             return None
         solid = None if self.solid_mm is None else round(self.solid_mm + 1e-9, 1)
         return lung_rads(self.type, self.mean_diameter_mm, solid)
@@ -95,8 +95,8 @@ def check(f: Finding) -> Finding:
         raise ValueError(f"rating {f.rating!r} is not 1-5")
     if len(f.center_xyz) != 3 or not all(math.isfinite(v) for v in f.center_xyz):
         raise ValueError(f"centre {f.center_xyz!r} is not three finite numbers")
-    if not f.diameter_mm > 0:
-        raise ValueError(f"diameter {f.diameter_mm!r} is not positive")
+    if not (math.isfinite(f.diameter_mm) and f.diameter_mm >= 0):  # 0: not measured (a bare point)
+        raise ValueError(f"diameter {f.diameter_mm!r} is not a size")
     return f
 
 
@@ -245,6 +245,13 @@ class Review:
             raise LungViewError(f"finding {finding.id} is already in the review")
         self._commit(name, {finding.id: finding}, self._order + [finding.id])
         return finding
+
+    def add_many(self, findings: list[Finding], name: str) -> int:
+        """Several findings in one undoable step (an import)."""
+        fresh = [check(f) for f in findings if f.id not in self._findings]
+        if fresh:
+            self._commit(name, {f.id: f for f in fresh}, self._order + [f.id for f in fresh])
+        return len(fresh)
 
     def update(self, fid: str, name: str, **changes) -> Finding:
         """Changes fields of one finding; machine fields changed here count as the reader's."""
