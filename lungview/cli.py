@@ -142,7 +142,11 @@ def viewer_parser() -> argparse.ArgumentParser:
     p.add_argument("--cls-model")
     p.add_argument("--mal-model")
     p.add_argument("--device", default="auto")
-    p.add_argument("--screenshot", metavar="FILE", help="save a PNG of the window once detection is done, exit")
+    p.add_argument("--screenshot", metavar="FILE", help="save a PNG of the window once detection is done, exit "
+                   "(runs without a workspace unless --workspace is given)")
+    p.add_argument("--workspace", metavar="DIR", help="where reviews, detections and masks are kept "
+                   "(default: the user data directory's lungview/workspace)")
+    p.add_argument("--no-workspace", action="store_true", help="keep nothing: edits are lost when the window closes")
     return p
 
 

@@ -1,9 +1,12 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the viewer's default workspace lives in the user data directory: never the real one in tests
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="lungview-test-data-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

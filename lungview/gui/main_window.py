@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QDialog, QGridLayout, QLabel, QMainWindow, QMessa
 from lungview.gui.dialogs import ROLES, ModelsDialog
 from lungview.gui.opening import OpeningMixin
 from lungview.gui.panels import DetectionsPanel
+from lungview.gui.reviewing import REVIEW_KEYS, ReviewMixin
 from lungview.gui.slice_view import SliceView
 from lungview.gui.state import PLANES, PRESETS, Findings, ViewerState
 from lungview.gui.widgets import Banner, WindowLevelBox
@@ -32,6 +33,7 @@ SHORTCUTS = [
     ("N / P", "Next / previous detection, in the table's order"), ("S", "Segmentation overlay on / off"),
     ("F, double-click", "Maximise the axial (or the double-clicked) view / back to four views"),
     ("Ctrl+D", "Run detection"), ("Esc", "Cancel the running jobs"), ("F1", "This list"),
+    *REVIEW_KEYS,
 ]
 
 
@@ -46,9 +48,10 @@ class Options:
     demo_models: bool = False  # --demo: the shipped demo models, whatever the user directory holds
     view3d: bool = True  # needs an OpenGL context (xcb); tests on the offscreen platform turn it off
     allow_gaps: bool = False  # fill runs of more than two missing slices instead of refusing
+    workspace: str | None = None  # keeps the reviews and detections; None: nothing is kept (tests)
 
 
-class MainWindow(OpeningMixin, QMainWindow):
+class MainWindow(ReviewMixin, OpeningMixin, QMainWindow):
     detection_done = Signal(bool)  # finished (True) or failed/cancelled (False)
     scan_loaded = Signal(bool)
 
@@ -69,6 +72,7 @@ class MainWindow(OpeningMixin, QMainWindow):
         self.setCentralWidget(self._layout())
         self._status_bar()
         self._menus()
+        self._open_workspace()
         self.loader, self.compute = Worker(self), Worker(self)
         for w in (self.loader, self.compute):
             w.job_progress.connect(self._progress)
@@ -92,6 +96,7 @@ class MainWindow(OpeningMixin, QMainWindow):
             view.maximise.connect(lambda v=view: self.toggle_maximised(v))
             view.measured.connect(lambda mm: self.message.setText(f"ruler: {mm:.1f} mm"))
         self.panel.navigate.connect(lambda i: self._go_to(i, select=False))
+        self.state.cursor_changed.connect(self.save_view)
         self._update_device_badge()
 
     # -- chrome ------------------------------------------------------------------------
@@ -177,6 +182,7 @@ class MainWindow(OpeningMixin, QMainWindow):
         self._action(v, "Previous slice", lambda: self.state.step("axial", -1), "Down")
         self._action(v, "Ten slices up", lambda: self.state.step("axial", 10), "PgUp")
         self._action(v, "Ten slices down", lambda: self.state.step("axial", -10), "PgDown")
+        self._review_menus(m)
         d = m.addMenu("&Detect")
         self._action(d, "Run detection", self.run_detection, "Ctrl+D")
         self._action(d, "Next detection", lambda: self.step_detection(1), "N")
@@ -244,8 +250,8 @@ class MainWindow(OpeningMixin, QMainWindow):
         if not f.detections:
             self.count.setText("")
             return
-        self.count.setText(f"{len(self.state.visible())} of {len(f.detections)} candidates "
-                           f"at p ≥ {self.state.threshold:.2f}")
+        above = sum(d.p_nodule >= self.state.threshold for d in f.detections)
+        self.count.setText(f"{above} of {len(f.detections)} candidates at p ≥ {self.state.threshold:.2f}")
 
     def _progress(self, job_id, done, total, message):
         if job_id not in self.jobs:
@@ -367,11 +373,16 @@ class MainWindow(OpeningMixin, QMainWindow):
         models = {role: f"{label} [{choices[role].origin}]" if choices.get(role) else label
                   for role, label in result.models.items()}
         lung = result.lung
+        device = info.name + (" bf16" if info.bf16 else "")
         self.state.set_findings(Findings(
             detections=result.detections, prob=result.prob, models=models,
             lung_small=None if lung is None else lung.small, lung_step=1 if lung is None else lung.step,
-            device=info.name + (" bf16" if info.bf16 else ""),
-            demo_on_real_scan=demo and not is_phantom_uid(vol.series_uid)))
+            device=device, demo_on_real_scan=demo and not is_phantom_uid(vol.series_uid)))
+        self.merge_detections(result.detections)
+        self.save_detections(vol, {
+            "path": vol.source, "series_uid": vol.series_uid, "device": device, "models": models,
+            "candidates": result.candidates, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
+            "notes": list(result.notes), "detections": [d.to_dict() for d in result.detections]})
         for note in result.notes:
             self.banner.add_notice(note, "info" if not self.banner.notices else "warning")
         total = sum(result.timings_s.values())
@@ -419,4 +430,5 @@ class MainWindow(OpeningMixin, QMainWindow):
             dialog.close()
         for w in (self.loader, self.compute):
             w.shutdown()
+        self.close_workspace()
         super().closeEvent(ev)

@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from lungview.gui.dialogs import SeriesDialog
+from lungview.gui.state import Findings
 
 
 class OpeningMixin:
@@ -76,7 +77,11 @@ class OpeningMixin:
         self._job_over(job_id)
         if job_id != self.load_job:
             return  # a newer open superseded this one
-        self.state.set_volume(vol)
+        review, stored, view = self._review_for(vol)
+        self.state.set_volume(vol, review)
+        if stored:  # detected before: shown as they were saved, not run again
+            self.state.set_findings(Findings(detections=stored, models={"saved": "results from the workspace"}))
+        self.restore_view(view)
         if Path(vol.source).exists():
             self._remember(vol.source)
         self.setWindowTitle(f"LungView — {vol.source}")
@@ -86,8 +91,10 @@ class OpeningMixin:
         self.scan_loaded.emit(True)
         if vol.other_series and self.options.interactive and not self._chosen_series:
             self._pick_series(vol)
-        if self.options.detect and reason is None:
+        if self.options.detect and reason is None and not stored:
             self.run_detection()
+        elif stored:
+            self.message.setText(f"{len(review)} finding(s) from the workspace; Ctrl+D runs detection again")
 
     def _show_notices(self, vol, reason: str | None):
         notes = list(vol.warnings)

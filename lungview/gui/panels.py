@@ -5,16 +5,24 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QLinearGradient, QPainter
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QSlider, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel, QSlider,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from lungview.gui.slice_view import malignancy_color
-from lungview.gui.state import ViewerState
+from lungview.gui.state import FILTERS, ViewerState
+from lungview.review.lungrads import ORDER
+from lungview.review.model import DETECTOR, MALIGNANCY, STATUSES, TYPES
 
-COLUMNS = ("p_nod", "p_mal", "diam", "L×S", "size", "x", "y", "z")
-TIPS = ("the classifier's probability of a nodule", "the malignancy model's probability (— without one)",
+COLUMNS = ("st", "type", "mal", "RADS", "p_nod", "p_mal", "diam", "L×S", "x", "y", "z")
+TIPS = ("review status: · unreviewed, ✓ confirmed, ✗ rejected, ? unsure (A / R / U); ◆ added or imported",
+        "nodule type (T cycles it)", "the reader's malignancy label (M cycles it)",
+        "Lung-RADS v2022 of a confirmed nodule (a research aid)",
+        "the classifier's probability of a nodule", "the malignancy model's probability (— without one)",
         "equivalent-sphere diameter, mm (LUNA16's diameter_mm)", "long and short axis in the axial plane, mm",
-        "size category from the mean of long and short axis", "x, mm (patient, LPS)", "y, mm", "z, mm")
+        "x, mm (patient, LPS)", "y, mm", "z, mm")
+STATUS_MARK = {"unreviewed": "·", "confirmed": "✓", "rejected": "✗", "unsure": "?"}
+TYPE_SHORT = {"solid": "solid", "part-solid": "part", "ground-glass": "GGN", "calcified": "calc"}
+MAL_SHORT = {"unknown": "—", "benign": "ben", "malignant": "mal"}
 
 
 class _NumberItem(QTableWidgetItem):
@@ -84,6 +92,15 @@ class DetectionsPanel(QWidget):
         row.addWidget(self.slider, 1)
         row.addWidget(self.value)
         layout.addLayout(row)
+        review_row = QHBoxLayout()
+        self.filter = QComboBox()
+        self.filter.addItems(FILTERS)
+        self.filter.setToolTip("show these findings")
+        self.reviewed = QLabel("")
+        review_row.addWidget(QLabel("show"))
+        review_row.addWidget(self.filter)
+        review_row.addWidget(self.reviewed, 1)
+        layout.addLayout(review_row)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         for j, tip in enumerate(TIPS):
@@ -113,6 +130,7 @@ class DetectionsPanel(QWidget):
         self.models.setStyleSheet("color: palette(mid);")
         layout.addWidget(self.models)
         self.slider.valueChanged.connect(lambda v: state.set_threshold(v / 100.0))
+        self.filter.currentTextChanged.connect(state.set_filter)
         self.overlay_box.toggled.connect(lambda on: state.set_overlay(visible=on))
         self.opacity.valueChanged.connect(lambda v: state.set_overlay(opacity=v / 100.0))
         self.table.itemSelectionChanged.connect(self._selected)
@@ -136,25 +154,33 @@ class DetectionsPanel(QWidget):
         self.table.setRowCount(len(self.rows))
         for i, d in enumerate(self.rows):
             x, y, z = d.center_xyz
+            p_nod = (-1.0, "—") if d.p_nodule is None else (d.p_nodule, f"{d.p_nodule:.2f}")
             p_mal = (-1.0, "—") if d.p_malignant is None else (d.p_malignant, f"{d.p_malignant:.3f}")
-            values = [(d.p_nodule, f"{d.p_nodule:.2f}"), p_mal, (d.diameter_mm, f"{d.diameter_mm:.1f}"),
-                      (d.long_axis_mm, f"{d.long_axis_mm:.0f}×{d.short_axis_mm:.0f}"),
-                      (d.mean_diameter_mm, d.size_category.replace(" mm", "").replace(" (mass)", "")),
+            rads = d.lung_rads
+            mark = STATUS_MARK[d.status] + ("" if d.source == DETECTOR else "◆")
+            values = [(STATUSES.index(d.status), mark), (TYPES.index(d.type), TYPE_SHORT[d.type]),
+                      (MALIGNANCY.index(d.malignancy), MAL_SHORT[d.malignancy]),
+                      (-1 if rads is None else ORDER.index(rads), rads or ""), p_nod, p_mal,
+                      (d.diameter_mm, f"{d.diameter_mm:.1f}" if d.diameter_mm else "—"),
+                      (d.long_axis_mm, f"{d.long_axis_mm:.0f}×{d.short_axis_mm:.0f}" if d.long_axis_mm else "—"),
                       (x, f"{x:.0f}"), (y, f"{y:.0f}"), (z, f"{z:.0f}")]
-            tip = (f"{d.diameter_mm:.1f} mm equivalent diameter, {d.long_axis_mm:.1f} × {d.short_axis_mm:.1f} mm "
-                   f"(mean {d.mean_diameter_mm:.1f}), {d.volume_mm3:.0f} mm³; centre ({x:.1f}, {y:.1f}, {z:.1f}) mm"
-                   + ("" if d.size_source == "scan" else "; size of its segmentation blob, not measured")
-                   + "".join(f"\n{n}" for n in d.notes))
+            size = (f"{d.diameter_mm:.1f} mm equivalent diameter, {d.long_axis_mm:.1f} × {d.short_axis_mm:.1f} mm "
+                    f"(mean {d.mean_diameter_mm:.1f}, {d.size_category}), {d.volume_mm3:.0f} mm³"
+                    if d.diameter_mm else "size not measured")
+            tip = (f"{d.status}, {d.type}, {d.malignancy}" + (f", Lung-RADS {rads}" if rads else "")
+                   + f" — {d.source}\n{size}; centre ({x:.1f}, {y:.1f}, {z:.1f}) mm"
+                   + (f"\nnote: {d.note}" if d.note else "") + "".join(f"\n{n}" for n in d.notes))
             for j, (v, text) in enumerate(values):
-                item = _NumberItem(float(v), text + (" ⚠" if j == 0 and d.notes else ""))
+                item = _NumberItem(float(v), text + (" ⚠" if j == 4 and d.notes else ""))
                 item.setData(Qt.UserRole, i)
                 item.setToolTip(tip)
-                if j == 1:
+                if j == 5:
                     item.setForeground(malignancy_color(d.p_malignant))
                 self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
         total = len(f.detections)
-        self.summary.setText(f"{len(self.rows)} of {total} candidates with p_nodule >= {st.threshold:.2f}"
+        self.summary.setText(f"{len(self.rows)} shown: {total} candidates, those with p_nodule >= {st.threshold:.2f}, "
+                             "and every reviewed or added finding"
                              + (f" — {f.device}" if f.device else ""))
         self.models.setText("\n".join(f"{role}: {label}" for role, label in f.models.items()))
         self.legend.graded = not self.rows or any(d.p_malignant is not None for d in self.rows)
@@ -163,6 +189,15 @@ class DetectionsPanel(QWidget):
         self.warning.setText("Demo models (trained on synthetic phantoms) produced these markers on a real "
                              "scan: they are not meaningful. Fetch the book's models "
                              "(scripts/fetch_book_models.py) or choose checkpoints in Detect → Models.")
+
+    def set_reviewed(self, reviewed: int, total: int, scan_rads: str) -> None:
+        self.reviewed.setText(f"{reviewed} of {total} reviewed — scan Lung-RADS {scan_rads}" if total else "")
+
+    def set_threshold(self, threshold: float) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setValue(int(round(threshold * 100)))
+        self.slider.blockSignals(False)
+        self.value.setText(f"{threshold:.2f}")
 
     def ordered(self) -> list[int]:
         """Indices into state.visible() in the order the table shows them (its sort)."""

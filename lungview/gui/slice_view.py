@@ -41,9 +41,29 @@ def overlay_lut(opacity: float) -> np.ndarray:
     return lut
 
 
+STATUS_COLORS = {"confirmed": (60, 220, 90), "rejected": (150, 150, 150), "unsure": (255, 190, 30)}
+STATUS_PEN = {"unreviewed": Qt.DashLine, "confirmed": Qt.SolidLine, "rejected": Qt.DotLine, "unsure": Qt.DashDotLine}
+
+
+def marker_color(row) -> QColor:
+    """An unreviewed finding in its malignancy colour; a reviewed one in its status colour."""
+    rgb = STATUS_COLORS.get(getattr(row, "status", "unreviewed"))
+    return QColor(*rgb) if rgb else malignancy_color(row.p_malignant)
+
+
+def marker_pen(row) -> QPen:
+    status = getattr(row, "status", "unreviewed")
+    pen = QPen(marker_color(row))
+    pen.setWidthF(3.0 if status == "confirmed" else 2.0 if status != "rejected" else 1.5)
+    pen.setStyle(STATUS_PEN[status])
+    pen.setCosmetic(True)
+    return pen
+
+
 class _PlaneBox(pg.ViewBox):
     scrolled = Signal(int)
     clicked = Signal(float, float)
+    shift_clicked = Signal(float, float)
     window_drag = Signal(float, float, bool)  # dx, dy (pixels), finished
     ruler_drag = Signal(float, float, float, float, bool)  # start and end (mm in the plane), finished
     ruler_mode = False
@@ -58,7 +78,8 @@ class _PlaneBox(pg.ViewBox):
     def mouseClickEvent(self, ev):  # noqa: N802
         if ev.button() == Qt.LeftButton:
             p = self.mapSceneToView(ev.scenePos())
-            self.clicked.emit(p.x(), p.y())
+            shift = ev.modifiers() & Qt.ShiftModifier
+            (self.shift_clicked if shift else self.clicked).emit(p.x(), p.y())
             ev.accept()
         else:
             ev.ignore()
@@ -80,6 +101,7 @@ class SliceView(pg.GraphicsLayoutWidget):
     hovered = Signal(object)  # voxel (index, row, col) under the mouse, or None
     maximise = Signal()  # double click: this view alone / back to four
     measured = Signal(float)  # a ruler's length in mm
+    add_requested = Signal(object)  # Shift+click: a nodule here, voxel (index, row, col)
 
     def __init__(self, state: ViewerState, plane: str, parent=None):
         super().__init__(parent)
@@ -114,6 +136,7 @@ class SliceView(pg.GraphicsLayoutWidget):
             lab.setStyleSheet("color: #f0c000; background: transparent; font-weight: bold;")
         self.box.scrolled.connect(lambda d: self.state.step(self.plane, d))
         self.box.clicked.connect(self._clicked)
+        self.box.shift_clicked.connect(lambda x, y: self.add_requested.emit(self._to_voxel(x, y)))
         self.box.window_drag.connect(self._window_drag)
         self.box.ruler_drag.connect(self._ruler_drag)
         self.scene().sigMouseMoved.connect(self._mouse_moved)
@@ -234,20 +257,20 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.markers = []
         st = self.state
         for d in st.visible():
-            radius = d.diameter_mm / 2
+            radius = max(d.diameter_mm, 3.0) / 2  # a point of unmeasured size: a small marker
             depth = st.depth_mm(self.plane, d.center_irc)
             if depth >= radius:
                 continue
             r = max(1.5, float(np.sqrt(radius**2 - depth**2))) + 2.0  # drawn just outside the nodule
             row, col = st.to_plane(self.plane, d.center_irc)
             x, y = self._mm(row + 0.5, col + 0.5)
-            item = QGraphicsEllipseItem(x - r, y - r, 2 * r, 2 * r)
-            pen = QPen(malignancy_color(d.p_malignant))
-            pen.setWidthF(2.0)
-            pen.setCosmetic(True)
-            item.setPen(pen)
+            # the detector's findings as circles; the reader's (added, imported) as squares
+            shape = QGraphicsEllipseItem if d.source == "detector" else QGraphicsRectItem
+            item = shape(x - r, y - r, 2 * r, 2 * r)
+            item.setPen(marker_pen(d))
             mal = "no malignancy model" if d.p_malignant is None else f"p_malignant {d.p_malignant:.2f}"
-            item.setToolTip(f"p_nodule {d.p_nodule:.2f}, {mal}, {d.diameter_mm:.1f} mm ({d.size_category})")
+            p_nod = "" if d.p_nodule is None else f"p_nodule {d.p_nodule:.2f}, "
+            item.setToolTip(f"{d.status} ({d.source}): {p_nod}{mal}, {d.diameter_mm:.1f} mm ({d.size_category})")
             self.box.addItem(item)
             self.markers.append(item)
 

@@ -9,9 +9,12 @@ from typing import Callable
 import numpy as np
 
 from lungview.core import CtVolume
-from lungview.core.findings import Detection
+from lungview.core.findings import Detection, size_category
+from lungview.review.model import DETECTOR, Finding, Review
 
 PLANES = ("axial", "coronal", "sagittal")
+FILTERS = ("all", "unreviewed", "confirmed", "rejected", "unsure")
+REVIEW_FLOOR_P = 0.0  # detections down to this join the review (the slider shows those above it)
 PRESETS = {"lung": (-600.0, 1500.0), "mediastinum": (40.0, 400.0), "bone": (400.0, 1800.0)}
 
 
@@ -38,12 +41,38 @@ class Findings:
     demo_on_real_scan: bool = False
 
 
+@dataclass(frozen=True)
+class Row:
+    """A finding as the views draw it: its voxel position in the scan shown, and the detector's
+    names for its numbers (p_nodule, size_category, notes)."""
+
+    finding: Finding
+    center_irc: tuple[float, float, float]
+
+    def __getattr__(self, name):
+        return getattr(self.finding, name)
+
+    @property
+    def size_category(self) -> str:
+        return size_category(self.finding.mean_diameter_mm) if self.finding.long_axis_mm > 0 else "not measured"
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return self.finding.detector_notes
+
+    @property
+    def size_source(self) -> str:
+        return "scan"
+
+
 class ViewerState:
     def __init__(self) -> None:
         self.volume: CtVolume | None = None
         self.cursor = np.zeros(3, dtype=int)  # (index, row, col)
         self.window = PRESETS["lung"]
         self.findings = Findings()
+        self.review = Review()
+        self.status_filter = "all"
         self.threshold = 0.5
         self.seg_visible = False
         self.seg_opacity = 0.4
@@ -57,9 +86,10 @@ class ViewerState:
         self.display_changed = Event()  # crosshair, ruler mode
 
     # -- volume and cursor -------------------------------------------------------------
-    def set_volume(self, vol: CtVolume) -> None:
+    def set_volume(self, vol: CtVolume, review: Review | None = None) -> None:
         self.volume = vol
         self.findings = Findings()
+        self._bind(review or Review(vol.series_uid))
         self.cursor = np.array(vol.shape) // 2
         self.volume_changed.emit()
         self.findings_changed.emit()
@@ -92,8 +122,31 @@ class ViewerState:
         self.threshold = float(threshold)
         self.findings_changed.emit()
 
-    def visible(self) -> list[Detection]:
-        return [d for d in self.findings.detections if d.p_nodule >= self.threshold]
+    def set_filter(self, name: str) -> None:
+        self.status_filter = name
+        self.findings_changed.emit()
+
+    def _bind(self, review: Review) -> None:
+        self.review = review
+        review.subscribe(lambda ids: self.findings_changed.emit())
+
+    def shown(self, f: Finding) -> bool:
+        """Above the threshold, or reviewed, or not the detector's; and passing the filter."""
+        if f.source == DETECTOR and f.status == "unreviewed" and (f.p_nodule or 0.0) < self.threshold:
+            return False
+        return self.status_filter == "all" or f.status == self.status_filter
+
+    def visible(self) -> list[Row]:
+        if self.volume is None:
+            return []
+        return [Row(f, tuple(float(v) for v in self.volume.xyz_to_irc(np.asarray(f.center_xyz))))
+                for f in self.review.findings if self.shown(f)]
+
+    def reviewed_count(self) -> tuple[int, int]:
+        """(reviewed, total) over the findings above the threshold or reviewed, whatever the filter."""
+        keep = [f for f in self.review.findings
+                if not (f.source == DETECTOR and f.status == "unreviewed" and (f.p_nodule or 0.0) < self.threshold)]
+        return sum(f.status != "unreviewed" for f in keep), len(keep)
 
     def set_overlay(self, visible: bool | None = None, opacity: float | None = None) -> None:
         if visible is not None:

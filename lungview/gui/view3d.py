@@ -15,7 +15,7 @@ from PySide6.QtGui import QMatrix4x4, QVector4D
 from PySide6.QtWidgets import QLabel
 
 from lungview.core.geometry import orientation_letters
-from lungview.gui.slice_view import OPPOSITE, malignancy_color
+from lungview.gui.slice_view import OPPOSITE, marker_color
 from lungview.gui.state import ViewerState
 
 SURFACE_MM = 5.0  # grid of the lung surface mesh
@@ -152,10 +152,13 @@ class View3D:  # the real class is built lazily so that importing this module ne
                 dets = st.visible()
                 self.centers = np.array([self._mm(d.center_irc) for d in dets]).reshape(-1, 3)
                 for d, c in zip(dets, self.centers):
-                    md = gl.MeshData.sphere(rows=10, cols=16, radius=max(1.5, d.diameter_mm / 2))
-                    col = malignancy_color(d.p_malignant)
-                    item = gl.GLMeshItem(meshdata=md, color=(col.redF(), col.greenF(), col.blueF(), 0.95),
-                                         smooth=True, shader="shaded")
+                    # the detector's findings as spheres, the reader's as octahedra; colour by status
+                    rows, cols = (10, 16) if d.source == "detector" else (2, 4)
+                    md = gl.MeshData.sphere(rows=rows, cols=cols, radius=max(1.5, d.diameter_mm / 2))
+                    col = marker_color(d)
+                    alpha = 0.35 if d.status == "rejected" else 0.95
+                    item = gl.GLMeshItem(meshdata=md, color=(col.redF(), col.greenF(), col.blueF(), alpha),
+                                         smooth=d.source == "detector", shader="shaded")
                     item.translate(*c)
                     self.addItem(item)
                     self.spheres.append(item)

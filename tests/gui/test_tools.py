@@ -8,6 +8,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtWidgets import QFileDialog
 
 from lungview.core import CtVolume
+from lungview.gui.panels import COLUMNS
 from lungview.io.write import write_volume
 from tests.gui.conftest import center_of
 
@@ -71,7 +72,7 @@ def test_n_pans_a_zoomed_view_to_the_nodule(qtbot, detected):
 
 def test_n_and_p_follow_the_tables_order(qtbot, detected):
     w = detected
-    w.panel.table.sortItems(7, Qt.DescendingOrder)  # by z, head first
+    w.panel.table.sortItems(COLUMNS.index("z"), Qt.DescendingOrder)  # by z, head first
     rows = w.state.visible()
     order = w.panel.ordered()
     assert [rows[i].center_xyz[2] for i in order] == sorted((d.center_xyz[2] for d in rows), reverse=True)
@@ -115,7 +116,8 @@ def test_table_shows_every_column(qtbot, detected):
         qtbot.wait(50)
         assert table.horizontalHeader().length() <= table.viewport().width() + 1, width
         assert all(not table.isColumnHidden(c) and table.columnWidth(c) >= 30 for c in range(table.columnCount()))
-    assert [table.horizontalHeaderItem(c).text() for c in (5, 6, 7)] == ["x", "y", "z"]
+    assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())] == list(COLUMNS)
+    assert COLUMNS[-3:] == ("x", "y", "z") and {"st", "type", "mal", "RADS"} <= set(COLUMNS)
 
 
 def test_double_click_maximises_without_moving_the_crosshair_and_restores_even(qtbot, make_window, gui_scan):

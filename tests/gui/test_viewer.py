@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
+from lungview.gui.panels import COLUMNS
 from tests.conftest import REPO
 from tests.gui.conftest import book_options, center_of
 
@@ -85,9 +86,10 @@ def test_detection_on_the_worker_table_slider_and_navigation(qtbot, make_window,
     qtbot.keyClick(w, Qt.Key_S)
     assert st.seg_visible and w.views["axial"].overlay.isVisible()
     # no malignancy model: a dash, never a made-up probability; sorting keeps the rows consistent
-    assert {w.panel.table.item(r, 1).text() for r in range(w.panel.table.rowCount())} == {"—"}
-    w.panel.table.sortItems(0, Qt.AscendingOrder)
-    values = [float(w.panel.table.item(r, 0).text()) for r in range(w.panel.table.rowCount())]
+    p_mal, p_nod = COLUMNS.index("p_mal"), COLUMNS.index("p_nod")
+    assert {w.panel.table.item(r, p_mal).text() for r in range(w.panel.table.rowCount())} == {"—"}
+    w.panel.table.sortItems(p_nod, Qt.AscendingOrder)
+    values = [float(w.panel.table.item(r, p_nod).text().rstrip(" ⚠")) for r in range(w.panel.table.rowCount())]
     assert values == sorted(values)
     assert "book UNetWrapper" in w.panel.models.text() and not w.panel.warning.isVisible()
 
@@ -234,8 +236,10 @@ def test_3d_view_picks_the_sphere_where_it_is_drawn(qtbot, gui_scan):
     assert labels == ["A", "I", "L", "P", "R", "S"]
     n = ph.nodules[0]
     det = Detection(n.center_xyz, n.center_irc, 30.0, 1.0, 30.0, 30.0, 0.99, 1.0, "model: test", "15-30 mm")
-    low = Detection(n.center_xyz, n.center_irc, 30.0, 1.0, 30.0, 30.0, 0.2, 0.0, "model: test", "15-30 mm")
+    m = ph.nodules[1]
+    low = Detection(m.center_xyz, m.center_irc, 30.0, 1.0, 30.0, 30.0, 0.2, 0.0, "model: test", "15-30 mm")
     st.set_findings(Findings(detections=[det, low], lung_small=ph.lung_mask[:, ::2, ::2], lung_step=2))
+    st.review.merge_detections([det, low])  # what the main window does with a detection run
     g = view.gl
     surface = g.surface
     assert surface is not None and len(g.spheres) == 1
