@@ -89,7 +89,7 @@ class ViewerState:
     def set_volume(self, vol: CtVolume, review: Review | None = None) -> None:
         self.volume = vol
         self.findings = Findings()
-        self._bind(review or Review(vol.series_uid))
+        self._bind(review if review is not None else Review(vol.series_uid))  # (an empty one is falsy)
         self.cursor = np.array(vol.shape) // 2
         self.volume_changed.emit()
         self.findings_changed.emit()

@@ -298,16 +298,19 @@ def _pleural_side(vol: CtVolume, c, box, r0: float, spacing) -> np.ndarray | Non
 
 
 def _edge_hu(hu, region, seed, r0: float, spacing) -> float:
-    """Density just inside the nodule's edge: the median of voxels 1-2.5 mm deep, measured in
+    """Density just inside the nodule's edge: the median of voxels 1-2.5 mm deep (a pixel to two
+    pixels where pixels are coarser), measured in
     the axial plane on the slices through the nodule's middle (the in-plane blur is small; the
     slices above and below the middle are mostly partial volume)."""
     sz = spacing[0]
     half = max(1, int(np.floor(max(r0 / 2.0, sz) / sz)))
     ks = range(max(0, seed[0] - half), min(region.shape[0], seed[0] + half + 1))
+    pixel = float(max(spacing[1:]))  # coarse pixels: the shell starts a pixel in, past the blurred edge
+    lo, hi = max(1.0, 1.01 * pixel), max(2.5, 2.01 * pixel)
     values = []
     for k in ks:
         depth = ndimage.distance_transform_edt(region[k], sampling=spacing[1:])
-        values.append(hu[k][(depth > 1.0) & (depth <= 2.5)])
+        values.append(hu[k][(depth > lo) & (depth <= hi)])
     shell = np.concatenate(values) if values else np.zeros(0)
     return float(np.median(shell)) if shell.size >= 5 else float(np.median(hu[region]))
 
