@@ -42,6 +42,7 @@ def main() -> int:
                            workspace=str(tmp / "ws")), QSettings(str(tmp / "s.ini"), QSettings.IniFormat))
     w.resize(1400, 900)
     w.show()
+    app.processEvents()
     w.activateWindow()  # the review keys are window shortcuts: the window must be the active one
     for _ in range(50):
         if w.isActiveWindow():

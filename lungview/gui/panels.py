@@ -135,6 +135,7 @@ class DetectionsPanel(QWidget):
         self.opacity.valueChanged.connect(lambda v: state.set_overlay(opacity=v / 100.0))
         self.table.itemSelectionChanged.connect(self._selected)
         state.findings_changed.connect(self.refresh)
+        state.review_changed.connect(self.edited)
         state.overlay_changed.connect(self._overlay_changed)
 
     def _overlay_changed(self):
@@ -145,6 +146,21 @@ class DetectionsPanel(QWidget):
             (widget.setChecked if widget is self.overlay_box else widget.setValue)(value)
             widget.blockSignals(False)
 
+    def edited(self):
+        """After a review edit: when the same findings are shown, only the rows that changed are
+        rewritten (a key press stays well under a frame); else the whole table."""
+        old, rows = self.rows, self.state.visible()
+        if [r.id for r in old] != [r.id for r in rows]:
+            self.refresh()
+            return
+        self.rows = rows
+        changed = [i for i, (a, b) in enumerate(zip(old, rows)) if a.finding is not b.finding]
+        at = {int(self.table.item(r, 0).data(Qt.UserRole)): r for r in range(self.table.rowCount())}
+        self.table.setSortingEnabled(False)
+        for i in changed:
+            self._fill_row(at[i], i, rows[i])
+        self.table.setSortingEnabled(True)
+
     def refresh(self):
         st = self.state
         self.value.setText(f"{st.threshold:.2f}")
@@ -153,30 +169,7 @@ class DetectionsPanel(QWidget):
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.rows))
         for i, d in enumerate(self.rows):
-            x, y, z = d.center_xyz
-            p_nod = (-1.0, "—") if d.p_nodule is None else (d.p_nodule, f"{d.p_nodule:.2f}")
-            p_mal = (-1.0, "—") if d.p_malignant is None else (d.p_malignant, f"{d.p_malignant:.3f}")
-            rads = d.lung_rads
-            mark = STATUS_MARK[d.status] + ("" if d.source == DETECTOR else "◆")
-            values = [(STATUSES.index(d.status), mark), (TYPES.index(d.type), TYPE_SHORT[d.type]),
-                      (MALIGNANCY.index(d.malignancy), MAL_SHORT[d.malignancy]),
-                      (-1 if rads is None else ORDER.index(rads), rads or ""), p_nod, p_mal,
-                      (d.diameter_mm, f"{d.diameter_mm:.1f}" if d.diameter_mm else "—"),
-                      (d.long_axis_mm, f"{d.long_axis_mm:.0f}×{d.short_axis_mm:.0f}" if d.long_axis_mm else "—"),
-                      (x, f"{x:.0f}"), (y, f"{y:.0f}"), (z, f"{z:.0f}")]
-            size = (f"{d.diameter_mm:.1f} mm equivalent diameter, {d.long_axis_mm:.1f} × {d.short_axis_mm:.1f} mm "
-                    f"(mean {d.mean_diameter_mm:.1f}, {d.size_category}), {d.volume_mm3:.0f} mm³"
-                    if d.diameter_mm else "size not measured")
-            tip = (f"{d.status}, {d.type}, {d.malignancy}" + (f", Lung-RADS {rads}" if rads else "")
-                   + f" — {d.source}\n{size}; centre ({x:.1f}, {y:.1f}, {z:.1f}) mm"
-                   + (f"\nnote: {d.note}" if d.note else "") + "".join(f"\n{n}" for n in d.notes))
-            for j, (v, text) in enumerate(values):
-                item = _NumberItem(float(v), text + (" ⚠" if j == 4 and d.notes else ""))
-                item.setData(Qt.UserRole, i)
-                item.setToolTip(tip)
-                if j == 5:
-                    item.setForeground(malignancy_color(d.p_malignant))
-                self.table.setItem(i, j, item)
+            self._fill_row(i, i, d)
         self.table.setSortingEnabled(True)
         total = len(f.detections)
         self.summary.setText(f"{len(self.rows)} shown: {total} candidates, those with p_nodule >= {st.threshold:.2f}, "
@@ -190,8 +183,38 @@ class DetectionsPanel(QWidget):
                              "scan: they are not meaningful. Fetch the book's models "
                              "(scripts/fetch_book_models.py) or choose checkpoints in Detect → Models.")
 
+    def _fill_row(self, row: int, i: int, d) -> None:
+        """Table row `row` shows visible finding `i`."""
+        x, y, z = d.center_xyz
+        p_nod = (-1.0, "—") if d.p_nodule is None else (d.p_nodule, f"{d.p_nodule:.2f}")
+        p_mal = (-1.0, "—") if d.p_malignant is None else (d.p_malignant, f"{d.p_malignant:.3f}")
+        rads = d.lung_rads
+        mark = STATUS_MARK[d.status] + ("" if d.source == DETECTOR else "◆")
+        values = [(STATUSES.index(d.status), mark), (TYPES.index(d.type), TYPE_SHORT[d.type]),
+                  (MALIGNANCY.index(d.malignancy), MAL_SHORT[d.malignancy]),
+                  (-1 if rads is None else ORDER.index(rads), rads or ""), p_nod, p_mal,
+                  (d.diameter_mm, f"{d.diameter_mm:.1f}" if d.diameter_mm else "—"),
+                  (d.long_axis_mm, f"{d.long_axis_mm:.0f}×{d.short_axis_mm:.0f}" if d.long_axis_mm else "—"),
+                  (x, f"{x:.0f}"), (y, f"{y:.0f}"), (z, f"{z:.0f}")]
+        size = (f"{d.diameter_mm:.1f} mm equivalent diameter, {d.long_axis_mm:.1f} × {d.short_axis_mm:.1f} mm "
+                f"(mean {d.mean_diameter_mm:.1f}, {d.size_category}), {d.volume_mm3:.0f} mm³"
+                if d.diameter_mm else "size not measured")
+        tip = (f"{d.status}, {d.type}, {d.malignancy}" + (f", Lung-RADS {rads}" if rads else "")
+               + f" — {d.source}\n{size}; centre ({x:.1f}, {y:.1f}, {z:.1f}) mm"
+               + (f"\nnote: {d.note}" if d.note else "") + "".join(f"\n{n}" for n in d.notes))
+        for j, (v, text) in enumerate(values):
+            item = _NumberItem(float(v), text + (" ⚠" if j == 4 and d.notes else ""))
+            item.setData(Qt.UserRole, i)
+            item.setToolTip(tip)
+            if j == 5:
+                item.setForeground(malignancy_color(d.p_malignant))
+            self.table.setItem(row, j, item)
+
     def set_reviewed(self, reviewed: int, total: int, scan_rads: str) -> None:
-        self.reviewed.setText(f"{reviewed} of {total} reviewed — scan Lung-RADS {scan_rads}" if total else "")
+        """'5 of 7 reviewed' and the scan's Lung-RADS: category 1 (nothing confirmed) only once every
+        finding is reviewed; before that, a dash."""
+        rads = scan_rads if scan_rads != "1" or reviewed == total else "—"
+        self.reviewed.setText(f"{reviewed} of {total} reviewed — scan Lung-RADS {rads}" if total else "")
 
     def set_threshold(self, threshold: float) -> None:
         self.slider.blockSignals(True)

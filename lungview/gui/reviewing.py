@@ -38,6 +38,7 @@ class ReviewMixin:
         self._action(r, "Add nodule at the crosshair (K)", lambda: self.add_at(self.state.cursor), "K")
         self._action(r, "Delete added nodule", self.delete_selected, "Delete")
         self.state.findings_changed.connect(self._edit_names)
+        self.state.review_changed.connect(self._edit_names)
         for view in self.views.values():
             view.add_requested.connect(self.add_at)
         self._edit_names()

@@ -144,6 +144,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         state.cursor_changed.connect(self.refresh)
         state.window_changed.connect(self._levels)
         state.findings_changed.connect(lambda: self.refresh(force=True))
+        state.review_changed.connect(self._draw_markers)
         state.overlay_changed.connect(lambda: self.refresh(force=True))
         state.display_changed.connect(self._display_changed)
 

@@ -81,7 +81,10 @@ class ViewerState:
         self.volume_changed = Event()
         self.cursor_changed = Event()
         self.window_changed = Event()
-        self.findings_changed = Event()
+        self.findings_changed = Event()  # new results (image overlay too) or what is shown changed
+        self.review_changed = Event()  # an edit of the review: markers and table only
+        self._visible: tuple[tuple, list] | None = None  # (key, rows): visible() once per change
+        self._edits = 0
         self.overlay_changed = Event()
         self.display_changed = Event()  # crosshair, ruler mode
 
@@ -128,7 +131,11 @@ class ViewerState:
 
     def _bind(self, review: Review) -> None:
         self.review = review
-        review.subscribe(lambda ids: self.findings_changed.emit())
+        review.subscribe(self._edited)
+
+    def _edited(self, ids) -> None:
+        self._edits += 1
+        self.review_changed.emit()
 
     def shown(self, f: Finding) -> bool:
         """Above the threshold, or reviewed, or not the detector's; and passing the filter."""
@@ -139,8 +146,12 @@ class ViewerState:
     def visible(self) -> list[Row]:
         if self.volume is None:
             return []
-        return [Row(f, tuple(float(v) for v in self.volume.xyz_to_irc(np.asarray(f.center_xyz))))
-                for f in self.review.findings if self.shown(f)]
+        key = (id(self.volume), id(self.review), self._edits, self.threshold, self.status_filter)
+        if self._visible is None or self._visible[0] != key:
+            rows = [Row(f, tuple(float(v) for v in self.volume.xyz_to_irc(np.asarray(f.center_xyz))))
+                    for f in self.review.findings if self.shown(f)]
+            self._visible = (key, rows)
+        return list(self._visible[1])
 
     def reviewed_count(self) -> tuple[int, int]:
         """(reviewed, total) over the findings above the threshold or reviewed, whatever the filter."""

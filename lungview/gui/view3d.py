@@ -92,6 +92,7 @@ class View3D:  # the real class is built lazily so that importing this module ne
                 self._press = None
                 state.volume_changed.connect(self.new_volume)
                 state.findings_changed.connect(self.rebuild)
+                state.review_changed.connect(self.rebuild)  # (the surface is kept: spheres only)
 
             def rect(self):  # what pyqtgraph's text items ask of a GLViewWidget
                 from PySide6.QtCore import QRect
@@ -144,25 +145,36 @@ class View3D:  # the real class is built lazily so that importing this module ne
                             self.surface = gl.GLMeshItem(meshdata=md, color=(0.55, 0.7, 1.0, 0.12), smooth=True,
                                                          shader="balloon", glOptions="additive")
                             self.addItem(self.surface)
+                dets = st.visible() if st.volume is not None else []
+                shapes = [(d.id, d.center_xyz, d.diameter_mm, d.source) for d in dets]
+                if shapes and shapes == getattr(self, "_shapes", None):  # a status changed: recolour only
+                    for item, d in zip(self.spheres, dets):
+                        item.setColor(self._color(d))
+                    self.update()
+                    self.build_seconds = time.perf_counter() - t0
+                    return
+                self._shapes = shapes
                 for item in self.spheres:
                     self.removeItem(item)
                 self.spheres = []
                 if st.volume is None:
                     return
-                dets = st.visible()
                 self.centers = np.array([self._mm(d.center_irc) for d in dets]).reshape(-1, 3)
                 for d, c in zip(dets, self.centers):
                     # the detector's findings as spheres, the reader's as octahedra; colour by status
                     rows, cols = (10, 16) if d.source == "detector" else (2, 4)
                     md = gl.MeshData.sphere(rows=rows, cols=cols, radius=max(1.5, d.diameter_mm / 2))
-                    col = marker_color(d)
-                    alpha = 0.35 if d.status == "rejected" else 0.95
-                    item = gl.GLMeshItem(meshdata=md, color=(col.redF(), col.greenF(), col.blueF(), alpha),
-                                         smooth=d.source == "detector", shader="shaded")
+                    item = gl.GLMeshItem(meshdata=md, color=self._color(d), smooth=d.source == "detector",
+                                         shader="shaded")
                     item.translate(*c)
                     self.addItem(item)
                     self.spheres.append(item)
                 self.build_seconds = time.perf_counter() - t0
+
+            @staticmethod
+            def _color(d):
+                col = marker_color(d)
+                return (col.redF(), col.greenF(), col.blueF(), 0.35 if d.status == "rejected" else 0.95)
 
             def project(self, points: np.ndarray) -> np.ndarray:
                 """Screen pixels (x, y) of mm points."""

@@ -10,11 +10,10 @@ from lungview.inference.measure import blob_size, measure
 from lungview.synthetic import make_phantom
 
 
-def ellipsoid_scan(semi_axes_xyz, spacing_xyz=(0.7, 0.7, 1.25), lung=-850.0, nodule=30.0, supersample=4):
-    """An ellipsoid in lung, each voxel the exact mix of both densities (supersampled)."""
-    a = np.asarray(semi_axes_xyz, float)
+def covered(shape, spacing_xyz, inside, supersample=4) -> np.ndarray:
+    """The fraction of each voxel where `inside(x, y, z)` (mm from the array's centre) holds,
+    from supersample^3 points per voxel: an exact partial volume to render a shape with."""
     sx, sy, sz = spacing_xyz
-    shape = tuple(int(np.ceil(2.6 * r / s)) | 1 for r, s in zip(a[::-1], (sz, sy, sx)))
     c = [(n - 1) / 2 for n in shape]
     k = (np.arange(supersample) + 0.5) / supersample - 0.5
     frac = np.zeros(shape)
@@ -22,9 +21,18 @@ def ellipsoid_scan(semi_axes_xyz, spacing_xyz=(0.7, 0.7, 1.25), lung=-850.0, nod
         for dr in k:
             for dc in k:
                 i, r, cc = np.ogrid[:shape[0], :shape[1], :shape[2]]
-                z, y, x = (i + di - c[0]) * sz, (r + dr - c[1]) * sy, (cc + dc - c[2]) * sx
-                frac += ((x / a[0]) ** 2 + (y / a[1]) ** 2 + (z / a[2]) ** 2) <= 1.0
-    frac /= supersample**3
+                frac += inside((cc + dc - c[2]) * sx, (r + dr - c[1]) * sy, (i + di - c[0]) * sz)
+    return frac / supersample**3
+
+
+def ellipsoid_scan(semi_axes_xyz, spacing_xyz=(0.7, 0.7, 1.25), lung=-850.0, nodule=30.0, supersample=4):
+    """An ellipsoid in lung, each voxel the exact mix of both densities (supersampled)."""
+    a = np.asarray(semi_axes_xyz, float)
+    sx, sy, sz = spacing_xyz
+    shape = tuple(int(np.ceil(2.6 * r / s)) | 1 for r, s in zip(a[::-1], (sz, sy, sx)))
+    frac = covered(shape, spacing_xyz, lambda x, y, z: (x / a[0]) ** 2 + (y / a[1]) ** 2 + (z / a[2]) ** 2 <= 1.0,
+                   supersample)
+    c = [(n - 1) / 2 for n in shape]
     hu = np.rint(lung + (nodule - lung) * frac).astype(np.int16)
     return CtVolume(hu=hu, spacing_xyz=spacing_xyz, origin_xyz=(0, 0, 0)), np.array(c)
 
@@ -95,16 +103,8 @@ def test_juxtapleural_nodule_ends_at_the_pleural_line(spacing):
     R, depth, normal = 6.0, 3.0, np.array([0.8, 0.36, 0.48])  # (x, y, z), unit
     shape = (int(60 / sz) | 1, int(60 / sy) | 1, int(60 / sx) | 1)
     c = np.array([(n - 1) / 2 for n in shape])
-    sub = (np.arange(4) + 0.5) / 4 - 0.5
-    frac = np.zeros(shape)
-    for di in sub:
-        for dr in sub:
-            for dc in sub:
-                i, r, cc = np.ogrid[:shape[0], :shape[1], :shape[2]]
-                z, y, x = (i + di - c[0]) * sz, (r + dr - c[1]) * sy, (cc + dc - c[2]) * sx
-                wall = x * normal[0] + y * normal[1] + z * normal[2] > depth  # beyond the pleura
-                frac += wall | (x**2 + y**2 + z**2 <= R**2)
-    frac /= 4**3
+    frac = covered(shape, spacing, lambda x, y, z: (x * normal[0] + y * normal[1] + z * normal[2] > depth)  # the wall
+                   | (x**2 + y**2 + z**2 <= R**2))
     hu = np.rint(-850.0 + 880.0 * frac).astype(np.int16)
     vol = CtVolume(hu=hu, spacing_xyz=spacing, origin_xyz=(0, 0, 0))
     truth = 4 / 3 * np.pi * R**3 - np.pi * (R - depth) ** 2 * (3 * R - (R - depth)) / 3
