@@ -96,21 +96,14 @@ def cmd_import(args) -> int:
     return 0
 
 
-def measured_masks(vol):
-    """A confirmed nodule's segment: its mask measured in the scan (a region grow at its centre)."""
-    from lungview.inference.lungmask import lung_mask
-    from lungview.inference.measure import mask_at
-
-    lung = lung_mask(vol)
-    return lambda f: mask_at(vol, f.center_xyz, f.diameter_mm, lung)
-
-
 def cmd_export(args) -> int:
     from lungview.review.exchange import export
     from lungview.review.workspace import Workspace
 
+    from lungview.inference.measure import mask_provider
+
     ws = Workspace(args.workspace, writable=False)
-    n = export(ws, args.format, args.out, args.scan, measured_masks)
+    n = export(ws, args.format, args.out, args.scan, mask_provider)
     sys.stderr.write(f"{args.out}: {n} finding(s) written\n")
     return 0
 

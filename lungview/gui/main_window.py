@@ -167,6 +167,13 @@ class MainWindow(ReviewMixin, OpeningMixin, QMainWindow):
         self.recent_menu = f.addMenu("Recent")
         self._fill_recent()
         f.addSeparator()
+        self._action(f, "Import findings…", lambda: self.import_files())
+        export = f.addMenu("Export findings")
+        for fmt, label in (("luna16", "LUNA16 annotations.csv…"), ("candidates", "the book's candidates.csv…"),
+                           ("mrk", "Slicer markups (.mrk.json)…"), ("seg", "DICOM SEG…"), ("sr", "DICOM SR (TID 1500)…"),
+                           ("csv", "every field (.csv)…")):
+            self._action(export, label, lambda _=False, f=fmt: self.export_findings(f))
+        f.addSeparator()
         self._action(f, "Quit", self.close, "Ctrl+Q")
         v = m.addMenu("&View")
         for key, name in zip("123", PRESETS):

@@ -146,6 +146,51 @@ class ReviewMixin:
 
         return REVIEW_FLOOR_P
 
+    # -- File → Import / Export ----------------------------------------------------------------
+    def import_files(self, paths: list[str] | None = None) -> None:
+        """LUNA16 / candidates CSV, Slicer .mrk.json or a LIDC-IDRI XML read into the scan shown."""
+        vol = self.state.volume
+        if vol is None:
+            return
+        if paths is None:
+            from PySide6.QtWidgets import QFileDialog
+
+            paths, _ = QFileDialog.getOpenFileNames(self, "Import findings", "",
+                                                    "Findings (*.csv *.json *.xml);;All files (*)")
+        from lungview.review.exchange import import_into
+
+        for path in paths:
+            try:
+                self.message.setText(import_into(self.state.review, path, vol).summary())
+            except LungViewError as exc:
+                self.show_error(str(exc))
+
+    def export_findings(self, fmt: str, path: str | None = None) -> None:
+        """The formats of `lungview annotations export`, for the scan shown (SEG and SR need its
+        DICOM series); the review is saved first, so the file holds what is on screen."""
+        vol = self.state.volume
+        if vol is None:
+            return
+        if self.workspace is None:
+            self.show_error("export needs a workspace (this window keeps none)")
+            return
+        if path is None:
+            from PySide6.QtWidgets import QFileDialog
+
+            suffix = {"mrk": ".mrk.json", "seg": ".dcm", "sr": ".dcm"}.get(fmt, ".csv")
+            path, _ = QFileDialog.getSaveFileName(self, f"Export {fmt}", f"findings-{fmt}{suffix}")
+            if not path:
+                return
+        from lungview.inference.measure import mask_provider
+        from lungview.review.exchange import export
+
+        try:
+            self.autosaver.flush()
+            n = export(self.workspace, fmt, path, vol.series_uid, mask_provider)
+            self.message.setText(f"{path}: {n} finding(s) written")
+        except LungViewError as exc:
+            self.show_error(str(exc))
+
     # -- the workspace ---------------------------------------------------------------------
     def _open_workspace(self) -> None:
         self.workspace = self.autosaver = None

@@ -412,3 +412,12 @@ def mask_at(vol: CtVolume, center_xyz, diameter_mm: float = 0.0, lung: LungMask 
     r = max(diameter_mm / 2.0, float(spacing.max()) / 2.0)
     box, lo = _box(vol, ci, r + spacing.max(), spacing)
     return box, d2_from(tuple(ci - lo), tuple(b.stop - b.start for b in box), spacing) <= r**2
+
+
+def mask_provider(vol: CtVolume):
+    """`f -> (box, mask)` for findings of this scan (anything with center_xyz and diameter_mm): what
+    a confirmed nodule without a painted mask exports as its DICOM SEG segment."""
+    from lungview.inference.lungmask import lung_mask
+
+    lung = lung_mask(vol)
+    return lambda f: mask_at(vol, f.center_xyz, f.diameter_mm, lung)

@@ -49,7 +49,7 @@ class ImportReport:
             text += f", {self.known} already imported"
         if self.unknown_scans:
             rows = sum(self.unknown_scans.values())
-            text += (f"; {rows} row(s) of {len(self.unknown_scans)} scan(s) not in the workspace skipped "
+            text += (f"; {rows} row(s) of {len(self.unknown_scans)} other scan(s) skipped "
                      "(add a scan with --scan PATH)")
         if self.left_out:
             text += (f"; not imported: {self.left_out['small']} reader mark(s) of nodules under 3 mm and "
@@ -180,15 +180,33 @@ def import_file(ws: Workspace, path: str | os.PathLike, scan_uid: str | None = N
             report.unknown_scans[target] = len(findings)
             continue
         review = ws.load_review(target)
-        fresh = []
-        for f in findings:
-            if any(g.source == f.source and math.dist(g.center_xyz, f.center_xyz) < SAME_POINT_MM
-                   for g in review.findings):
-                report.known += 1
-            else:
-                fresh.append(f)
-        report.added[target] = review.add_many(fresh, f"Import {Path(path).name}")
+        report.added[target] = _add_new(review, findings, path, report)
         ws.save_review(target, review)
+    return report
+
+
+def _add_new(review, findings: list[Finding], path, report: ImportReport) -> int:
+    """Adds, as one undoable step, the findings not already imported from the same file."""
+    fresh = []
+    for f in findings:
+        if any(g.source == f.source and math.dist(g.center_xyz, f.center_xyz) < SAME_POINT_MM for g in review.findings):
+            report.known += 1
+        else:
+            fresh.append(f)
+    return review.add_many(fresh, f"Import {Path(path).name}")
+
+
+def import_into(review, path: str | os.PathLike, vol) -> ImportReport:
+    """The viewer's File → Import: the file's findings of the scan shown (`vol`), into its review
+    (one undoable step; the workspace's autosave keeps it)."""
+    report = ImportReport(str(path))
+    if str(path).lower().endswith(".xml"):
+        mine, report.left_out = lidc_findings(path, vol)
+    else:
+        found = read_findings(path)
+        mine = found.get(vol.series_uid, []) + found.get(None, [])
+        report.unknown_scans = {u: len(f) for u, f in found.items() if u not in (None, vol.series_uid)}
+    report.added[vol.series_uid] = _add_new(review, mine, path, report)
     return report
 
 

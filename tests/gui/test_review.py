@@ -117,3 +117,37 @@ def test_filter_count_and_a_new_window_restores_everything(qtbot, reading, make_
     assert again.state.findings.detections and "from the workspace" in again.message.text()
     again.panel.slider.setValue(0)
     assert again.panel.table.rowCount() == len(before)
+
+
+def test_file_import_and_export_through_the_menus(qtbot, reading, monkeypatch, tmp_path):
+    import json
+
+    from PySide6.QtWidgets import QFileDialog
+
+    w, ph, _, _ = reading
+    uid = w.state.volume.series_uid
+    csv_path = tmp_path / "annotations.csv"
+    n = ph.nodules[0]
+    csv_path.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n"
+                        f"{uid},{n.center_xyz[0]},{n.center_xyz[1]},{n.center_xyz[2]},{n.diameter_mm}\n"
+                        "9.9.9,0,0,0,5\n")
+    before = len(w.state.review)
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", lambda *a, **k: ([str(csv_path)], ""))
+    menu_action(w, "Import findings…").trigger()
+    assert len(w.state.review) == before + 1 and "1 row(s) of 1 other scan(s) skipped" in w.message.text()
+    imported = w.state.review.findings[-1]
+    assert imported.source == "imported from annotations.csv" and imported.status == "confirmed"
+    out = tmp_path / "x.mrk.json"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
+    menu_action(w, "Slicer markups (.mrk.json)…").trigger()
+    points = [m["controlPoints"][0]["position"] for m in json.loads(out.read_text())["markups"]]
+    assert len(points) == len(w.state.review) and list(imported.center_xyz) in points
+    qtbot.keyClick(w, Qt.Key_Z, Qt.ControlModifier)  # the import is one undoable step
+    assert len(w.state.review) == before
+
+
+def menu_action(w, text):
+    from PySide6.QtGui import QAction
+
+    (action,) = [a for a in w.findChildren(QAction) if a.text() == text]
+    return action

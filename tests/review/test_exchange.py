@@ -63,7 +63,7 @@ def test_candidates_import_labels_by_class_skips_unknown_scans_and_repeats(ws, t
                     f"{UID_B},1,2,3,1\n{UID_B},4,5,6,0\n9.9.9,0,0,0,1\n")
     report = import_file(ws, path)
     assert report.added == {UID_B: 2} and report.unknown_scans == {"9.9.9": 1}
-    assert "not in the workspace skipped" in report.summary()
+    assert "1 row(s) of 1 other scan(s) skipped" in report.summary()
     got = ws.load_review(UID_B).findings
     assert [(f.center_xyz, f.status, f.diameter_mm, f.source) for f in got] == [
         ((1.0, 2.0, 3.0), "confirmed", 0.0, "imported from candidates.csv"),
