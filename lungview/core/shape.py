@@ -37,3 +37,8 @@ def axial_axes(mask: np.ndarray, spacing_irc) -> tuple[float, float]:
 def equivalent_diameter(volume_mm3: float) -> float:
     """The diameter of the sphere of that volume."""
     return float(np.cbrt(6.0 * volume_mm3 / np.pi))
+
+
+def sphere_volume(diameter_mm: float) -> float:
+    """The volume of the sphere of that diameter (the inverse of equivalent_diameter)."""
+    return float(np.pi * diameter_mm**3 / 6.0)

@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from lungview.core import CtVolume
 from lungview.core.findings import mean_diameter
-from lungview.core.shape import axial_axes
+from lungview.core.shape import axial_axes, equivalent_diameter, sphere_volume
 from lungview.inference.lungmask import LungMask
 
 MAX_RADIUS_MM = 30.0  # the largest nodule measured (3 cm; larger is a mass) reaches this far
@@ -196,7 +196,7 @@ def measure(vol: CtVolume, center_irc, blob_voxels: int | None = None,
     while True:
         probe = _probe(vol, c, reach, spacing)
         if probe is None:  # no denser tissue at the centre: one voxel, so the candidate has a size
-            one = float(np.cbrt(6.0 * np.prod(spacing) / np.pi))
+            one = equivalent_diameter(float(np.prod(spacing)))
             return NoduleSize(one, float(np.prod(spacing)), float(spacing[2]), float(spacing[1]), 0.0, 1)
         seed, lung_hu, r0, at_seed = probe
         if r0 + 2.0 * spacing.max() < reach or reach >= max_radius_mm:
@@ -227,7 +227,7 @@ def blob_size(voxels: int, spacing_irc) -> NoduleSize:
     """The size of a candidate's segmentation blob, as a sphere: for candidates too unlikely to
     be worth measuring."""
     volume = float(voxels * np.prod(spacing_irc))
-    d = float(np.cbrt(6.0 * volume / np.pi))
+    d = equivalent_diameter(volume)
     return NoduleSize(d, volume, d, d, 0.0, int(voxels))
 
 
@@ -370,7 +370,7 @@ def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_h
     voxels = int(region.sum())
     volume = voxels * float(np.prod(spacing))
     long, short = axial_axes(region, spacing)
-    return NoduleSize(float(np.cbrt(6.0 * volume / np.pi)), volume, long, short, level, voxels, box, region)
+    return NoduleSize(equivalent_diameter(volume), volume, long, short, level, voxels, box, region)
 
 
 def _second_pass(hu, first, allowed, seed, r0: float, lung_hu: float, spacing, from_seed):
@@ -404,7 +404,7 @@ def mask_at(vol: CtVolume, center_xyz, diameter_mm: float = 0.0, lung: LungMask 
     finding without a painted mask exports as its segment."""
     spacing = np.asarray(vol.spacing_irc, dtype=np.float64)
     c = vol.xyz_to_irc(np.asarray(center_xyz, dtype=np.float64))
-    blob = int(np.pi * diameter_mm**3 / 6.0 / np.prod(spacing)) if diameter_mm > 0 else None
+    blob = int(sphere_volume(diameter_mm) / np.prod(spacing)) if diameter_mm > 0 else None
     s = measure(vol, c, blob_voxels=blob, lung=lung)
     if s.mask is not None and s.mask.any():
         return s.box, s.mask

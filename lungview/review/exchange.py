@@ -20,6 +20,7 @@ import numpy as np
 
 from lungview.core import LungViewError
 from lungview.core.atomic import write_text_atomic
+from lungview.core.shape import sphere_volume
 from lungview.io.annotations import Annotation, csv_columns, read_annotations, write_annotations, write_candidates
 from lungview.io.markups import Markup, read_markups, write_markups
 from lungview.review.model import Finding, check, new_id, sphere
@@ -81,7 +82,7 @@ def _from_markup(m: Markup, source: str) -> Finding:
     if "status" not in labels:  # not LungView's own description: Slicer's label is the note
         kept.setdefault("note", m.label)
     f = Finding(id=new_id(), source=source, center_xyz=m.center_xyz, diameter_mm=d, long_axis_mm=long,
-                short_axis_mm=short, volume_mm3=math.pi * d**3 / 6.0)
+                short_axis_mm=short, volume_mm3=sphere_volume(d))
     try:
         return check(replace(f, **kept))
     except ValueError:  # someone else's description: the point, with its label as the note
@@ -144,7 +145,7 @@ def lidc_findings(path, vol) -> tuple[list[Finding], dict[str, int]]:
         d = c.diameter_mm
         out.append(Finding(
             id=new_id(), source=source, center_xyz=c.center_xyz, diameter_mm=d, long_axis_mm=c.long_axis_mm,
-            short_axis_mm=c.short_axis_mm, volume_mm3=math.pi * d**3 / 6.0, type=_lidc_type(c.characteristics),
+            short_axis_mm=c.short_axis_mm, volume_mm3=sphere_volume(d), type=_lidc_type(c.characteristics),
             status="confirmed" if c.accepted else "unsure", malignancy=c.malignancy, rating=rating,
             note=f"marked by {len(c.readers)} of {len(read.readers)} LIDC readers"))
     return out, left

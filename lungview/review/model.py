@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from lungview.core import LungViewError
 from lungview.core.findings import Detection, mean_diameter
+from lungview.core.shape import sphere_volume
 from lungview.review.lungrads import TYPES, lung_rads, worst
 
 STATUSES = ("unreviewed", "confirmed", "rejected", "unsure")
@@ -112,7 +113,7 @@ def sphere(center_xyz, diameter_mm: float, source: str = USER, **fields) -> Find
     d = float(diameter_mm)
     return check(Finding(id=fields.pop("id", None) or new_id(), source=source,
                          center_xyz=tuple(float(v) for v in center_xyz), diameter_mm=d, long_axis_mm=d,
-                         short_axis_mm=d, volume_mm3=math.pi * d**3 / 6.0, **fields))
+                         short_axis_mm=d, volume_mm3=sphere_volume(d), **fields))
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,7 @@ class Review:
     def resize(self, fid: str, diameter_mm: float) -> Finding:
         d = max(0.5, float(diameter_mm))
         return self.update(fid, "Resize nodule", diameter_mm=d, long_axis_mm=d, short_axis_mm=d,
-                           volume_mm3=math.pi * d**3 / 6.0)
+                           volume_mm3=sphere_volume(d))
 
     def remove(self, fid: str) -> None:
         f = self.get(fid)

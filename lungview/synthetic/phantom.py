@@ -8,6 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from lungview.core import CtVolume
+from lungview.core.shape import equivalent_diameter
 from lungview.synthetic import anatomy
 from lungview.synthetic.shapes import draw_nodule, draw_tube
 
@@ -59,7 +60,7 @@ class PhantomNodule:
     def equivalent_diameter_mm(self) -> float:
         """Diameter of the sphere of the drawn volume: the exact truth for size measurements
         (diameter_mm is the nominal size the shape was drawn from)."""
-        return float(np.cbrt(6.0 * self.volume_mm3 / np.pi))
+        return equivalent_diameter(self.volume_mm3)
 
 
 @dataclass
