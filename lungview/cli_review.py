@@ -59,7 +59,7 @@ def cmd_list(args) -> int:
         review = ws.load_review(e.series_uid)
         reviewed, total = review.reviewed()
         scans.append({"series_uid": e.series_uid, "path": e.path, "description": e.description,
-                      "status": ws.status(e.series_uid), "reviewed": reviewed, "total": total,
+                      "status": ws.status(e.series_uid, review), "reviewed": reviewed, "total": total,
                       "lung_rads": review.scan_lung_rads(),
                       "findings": [_finding_json(f) for f in review.findings]})
     if args.json:

@@ -164,13 +164,14 @@ def _save(ds, path: Path) -> None:
         raise LungViewError(f"{path}: cannot write ({exc.strerror})") from None
 
 
-def export_dicom(ws, fmt: str, out: str | os.PathLike, uids: list[str], mask_of_scan=None) -> int:
-    """`mask_of_scan(vol) -> mask_of`: how a finding's mask is had in that scan (the CLI passes
-    the measurement's region grow). The SR is written with its SEG beside it (OUT stem + _seg.dcm)."""
+def export_dicom(ws, fmt: str, out: str | os.PathLike, reviews: dict, mask_of_scan=None) -> int:
+    """`reviews`: series UID -> Review, the scans to choose from. `mask_of_scan(vol) -> mask_of`:
+    how a finding's mask is had in that scan (the CLI passes the measurement's region grow). The
+    SR is written with its SEG beside it (OUT stem + _seg.dcm)."""
     from lungview.io import open_volume
 
     out = Path(out)
-    with_confirmed = [uid for uid in uids if any(f.status == "confirmed" for f in ws.load_review(uid).findings)]
+    with_confirmed = [uid for uid, r in reviews.items() if any(f.status == "confirmed" for f in r.findings)]
     if not with_confirmed:
         raise LungViewError("no confirmed nodule to export (confirm findings with A first)")
     if len(with_confirmed) > 1:
@@ -179,7 +180,7 @@ def export_dicom(ws, fmt: str, out: str | os.PathLike, uids: list[str], mask_of_
     entry = ws.entry(uid)
     datasets = source_datasets(entry.path, uid)
     vol = open_volume(entry.path, series=uid)
-    findings = [f for f in ws.load_review(uid).findings if f.status == "confirmed"]
+    findings = [f for f in reviews[uid].findings if f.status == "confirmed"]
     if mask_of_scan is None:
         raise LungViewError("no way to make the nodules' masks was given")
     seg = build_seg(vol, findings, mask_of_scan(vol), datasets)

@@ -231,7 +231,7 @@ def export(ws: Workspace, fmt: str, out: str | os.PathLike, scan_uid: str | None
     if fmt in ("seg", "sr"):
         from lungview.review.dicom_export import export_dicom
 
-        return export_dicom(ws, fmt, out, uids, mask_of_scan)
+        return export_dicom(ws, fmt, out, reviews, mask_of_scan)
     try:
         if fmt == "luna16":
             rows = [Annotation(uid, f.center_xyz, round(f.diameter_mm, 3)) for uid, r in reviews.items()

@@ -179,10 +179,9 @@ class Workspace:
                          "shape": list(entry.shape), "spacing_xyz": list(entry.spacing_xyz), "added": entry.added})
         return entry
 
-    def status(self, series_uid: str) -> str:
-        """new / detected / in review / reviewed."""
-        review = self.load_review(series_uid)
-        reviewed, total = review.reviewed()
+    def status(self, series_uid: str, review: Review | None = None) -> str:
+        """new / detected / in review / reviewed (`review`: the scan's, when already loaded)."""
+        reviewed, total = (review if review is not None else self.load_review(series_uid)).reviewed()
         if total and reviewed == total:
             return "reviewed"
         if reviewed:
