@@ -200,36 +200,22 @@ class Review:
                 self._findings[fid] = f
         self._order = list(order)
 
-    def push(self, step) -> None:
-        """An undoable step of another kind (a mask stroke): `step.name`, `step.undo()`, `step.redo()`."""
-        self._undo.append(step)
-        self._redo.clear()
-
     def undo(self) -> str | None:
         """Undoes the last step; its name, or None when there is none."""
-        if not self._undo:
-            return None
-        step = self._undo.pop()
-        if isinstance(step, Edit):
-            self._apply(step.before, step.order_before)
-            self._notify(dict(step.before))
-        else:
-            step.undo()
-            self._notify(())
-        self._redo.append(step)
-        return step.name
+        return self._replay(self._undo, self._redo, forward=False)
 
     def redo(self) -> str | None:
-        if not self._redo:
+        return self._replay(self._redo, self._undo, forward=True)
+
+    def _replay(self, take: list, put: list, forward: bool) -> str | None:
+        """Moves the newest step of `take` to `put`, restoring its after (redo) or before (undo)."""
+        if not take:
             return None
-        step = self._redo.pop()
-        if isinstance(step, Edit):
-            self._apply(step.after, step.order_after)
-            self._notify(dict(step.after))
-        else:
-            step.redo()
-            self._notify(())
-        self._undo.append(step)
+        step = take.pop()
+        state, order = (step.after, step.order_after) if forward else (step.before, step.order_before)
+        self._apply(state, order)
+        self._notify(dict(state))
+        put.append(step)
         return step.name
 
     @property

@@ -1,5 +1,5 @@
-"""The workspace: a folder that keeps, per scan, the detector's results, the reader's review and
-the masks, never inside the scan's folder and never copying its images.
+"""The workspace: a folder that keeps, per scan, the detector's results and the reader's review,
+never inside the scan's folder and never copying its images.
 
     DIR/workspace.json          {"version": 1}
     DIR/.lock                   held (flock) by the one LungView that writes here
@@ -7,7 +7,6 @@ the masks, never inside the scan's folder and never copying its images.
     DIR/scans/<key>/detections.json   the last detection run, as `lungview detect --json` gives it
     DIR/scans/<key>/review.json       the findings and the reader's decisions
     DIR/scans/<key>/view.json         where the reader was (slices, window)
-    DIR/scans/<key>/masks.npz         the label masks (review.masks)
 
 The key is the SeriesInstanceUID (LungView gives files without one a stable UID from their
 content). Every file carries a version and is replaced atomically (temporary file, fsync,
@@ -191,19 +190,23 @@ class Workspace:
         return "new"
 
     # -- detections, review, view ------------------------------------------------------------
+    def _save(self, series_uid: str, name: str, key: str, value) -> None:
+        self._need_writable()
+        _write_json(self.folder(series_uid) / name, {key: value})
+
+    def _load(self, series_uid: str, name: str, key: str):
+        path = self.folder(series_uid) / name
+        return _read_json(path)[key] if path.is_file() else None
+
     def save_detections(self, series_uid: str, scan_result: dict) -> None:
         """The detector's results for one scan (an entry of `lungview detect --json`'s "scans")."""
-        self._need_writable()
-        _write_json(self.folder(series_uid) / "detections.json", {"scan": scan_result})
+        self._save(series_uid, "detections.json", "scan", scan_result)
 
     def load_detections(self, series_uid: str) -> dict | None:
-        path = self.folder(series_uid) / "detections.json"
-        return _read_json(path)["scan"] if path.is_file() else None
+        return self._load(series_uid, "detections.json", "scan")
 
     def save_review(self, series_uid: str, review: Review | dict) -> None:
-        self._need_writable()
-        data = review.to_dict() if isinstance(review, Review) else review
-        _write_json(self.folder(series_uid) / "review.json", {"review": data})
+        self._save(series_uid, "review.json", "review", review.to_dict() if isinstance(review, Review) else review)
 
     def load_review(self, series_uid: str) -> Review:
         path = self.folder(series_uid) / "review.json"
@@ -215,12 +218,10 @@ class Workspace:
             raise LungViewError(f"{path}: damaged review ({exc})") from None
 
     def save_view(self, series_uid: str, view: dict) -> None:
-        self._need_writable()
-        _write_json(self.folder(series_uid) / "view.json", {"view": view})
+        self._save(series_uid, "view.json", "view", view)
 
     def load_view(self, series_uid: str) -> dict | None:
-        path = self.folder(series_uid) / "view.json"
-        return _read_json(path)["view"] if path.is_file() else None
+        return self._load(series_uid, "view.json", "view")
 
     def record_detection(self, vol, path, scan_result: dict, threshold: float) -> tuple[int, int]:
         """What `detect --workspace` and the viewer do with a detection run: the scan recorded,
