@@ -9,6 +9,7 @@ from PySide6.QtGui import QKeySequence
 
 from lungview.core import LungViewError
 from lungview.core.findings import Detection
+from lungview.gui.state import REVIEW_FLOOR_P
 from lungview.review.model import USER, Finding, Review, new_id, sphere
 
 REVIEW_KEYS = [
@@ -81,7 +82,7 @@ class ReviewMixin:
         self.select_id(row.id)  # still selected (the filter may have hidden it: then nothing is)
         if advance:
             order = [self.state.visible()[i].id for i in self.panel.ordered()]
-            nxt = self.state.review.next_unreviewed(row.id, [i for i in order] or None)
+            nxt = self.state.review.next_unreviewed(row.id, order or None)
             if nxt is not None and nxt in order:
                 self.select_id(nxt)
             else:
@@ -136,15 +137,9 @@ class ReviewMixin:
     # -- detection results -----------------------------------------------------------------
     def merge_detections(self, detections: list[Detection]) -> None:
         """New candidates join as unreviewed findings; the reader's work stays as it is."""
-        keep = [d for d in detections if d.p_nodule >= self._review_floor()]
+        keep = [d for d in detections if d.p_nodule >= REVIEW_FLOOR_P]
         matched, added = self.state.review.merge_detections(keep)
         self.message.setToolTip(self.message.toolTip() + f"\n{added} new finding(s), {matched} known one(s) updated")
-
-    @staticmethod
-    def _review_floor() -> float:
-        from lungview.gui.state import REVIEW_FLOOR_P
-
-        return REVIEW_FLOOR_P
 
     # -- File → Import / Export ----------------------------------------------------------------
     def import_files(self, paths: list[str] | None = None) -> None:

@@ -137,11 +137,13 @@ class ViewerState:
         self._edits += 1
         self.review_changed.emit()
 
+    def below_threshold(self, f: Finding) -> bool:
+        """An unreviewed detector finding under the slider: hidden (reviewed and added ones never are)."""
+        return f.source == DETECTOR and f.status == "unreviewed" and (f.p_nodule or 0.0) < self.threshold
+
     def shown(self, f: Finding) -> bool:
-        """Above the threshold, or reviewed, or not the detector's; and passing the filter."""
-        if f.source == DETECTOR and f.status == "unreviewed" and (f.p_nodule or 0.0) < self.threshold:
-            return False
-        return self.status_filter == "all" or f.status == self.status_filter
+        """Not below the threshold, and passing the filter."""
+        return not self.below_threshold(f) and (self.status_filter == "all" or f.status == self.status_filter)
 
     def visible(self) -> list[Row]:
         if self.volume is None:
@@ -155,8 +157,7 @@ class ViewerState:
 
     def reviewed_count(self) -> tuple[int, int]:
         """(reviewed, total) over the findings above the threshold or reviewed, whatever the filter."""
-        keep = [f for f in self.review.findings
-                if not (f.source == DETECTOR and f.status == "unreviewed" and (f.p_nodule or 0.0) < self.threshold)]
+        keep = [f for f in self.review.findings if not self.below_threshold(f)]
         return sum(f.status != "unreviewed" for f in keep), len(keep)
 
     def set_overlay(self, visible: bool | None = None, opacity: float | None = None) -> None:
