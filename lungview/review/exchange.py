@@ -128,13 +128,14 @@ def _lidc_type(chars: dict) -> str:
     return "ground-glass" if texture < 2 else "part-solid" if texture < 4.5 else "solid"
 
 
-def lidc_findings(path, vol) -> tuple[list[Finding], dict[str, int]]:
+def lidc_findings(path, vol, read=None) -> tuple[list[Finding], dict[str, int]]:
     """The readers' consensus as findings: nodules marked by 3 or more of the readers confirmed,
     the others (1-2 readers) unsure with a note saying how many; malignancy from the median
-    rating. Also what was left out (points under 3 mm, non-nodules)."""
+    rating. Also what was left out (points under 3 mm, non-nodules). `read`: the file already
+    parsed (io.lidc.read_lidc)."""
     from lungview.io.lidc import consensus, read_lidc
 
-    read = read_lidc(path)
+    read = read if read is not None else read_lidc(path)
     if read.series_uid and vol.series_uid and read.series_uid != vol.series_uid:
         raise LungViewError(f"{path}: reads series {read.series_uid}, not the scan's {vol.series_uid}")
     nodules, left = consensus(read, vol)
@@ -158,14 +159,15 @@ def import_file(ws: Workspace, path: str | os.PathLike, scan_uid: str | None = N
     if str(path).lower().endswith(".xml"):
         from lungview.io.lidc import read_lidc
 
-        uid = read_lidc(path).series_uid or scan_uid
+        read = read_lidc(path)
+        uid = read.series_uid or scan_uid
         if vol is None or (uid and vol.series_uid != uid):
             if not uid or not ws.has(uid):
                 raise LungViewError(f"{path}: its series {uid or '(none)'} is not in the workspace; add it with --scan")
             from lungview.io import open_volume
 
             vol = open_volume(ws.entry(uid).path, series=uid)
-        findings, left = lidc_findings(path, vol)
+        findings, left = lidc_findings(path, vol, read)
         found = {vol.series_uid: findings}
         report.left_out = left
     else:
