@@ -181,7 +181,7 @@ class ReviewMixin:
 
         try:
             self.autosaver.flush()
-            n = export(self.workspace, fmt, path, vol.series_uid, mask_provider)
+            n = export(self.workspace, fmt, path, vol.series_uid, mask_provider, vol)
             self.message.setText(f"{path}: {n} finding(s) written")
         except LungViewError as exc:
             self.show_error(str(exc))

@@ -164,10 +164,11 @@ def _save(ds, path: Path) -> None:
         raise LungViewError(f"{path}: cannot write ({exc.strerror})") from None
 
 
-def export_dicom(ws, fmt: str, out: str | os.PathLike, reviews: dict, mask_of_scan=None) -> int:
+def export_dicom(ws, fmt: str, out: str | os.PathLike, reviews: dict, mask_of_scan=None, vol=None) -> int:
     """`reviews`: series UID -> Review, the scans to choose from. `mask_of_scan(vol) -> mask_of`:
-    how a finding's mask is had in that scan (the CLI passes the measurement's region grow). The
-    SR is written with its SEG beside it (OUT stem + _seg.dcm)."""
+    how a finding's mask is had in that scan (the CLI passes the measurement's region grow).
+    `vol`: the scan when it is already open (the viewer's), else it is read again. The SR is
+    written with its SEG beside it (OUT stem + _seg.dcm)."""
     from lungview.io import open_volume
 
     out = Path(out)
@@ -179,7 +180,8 @@ def export_dicom(ws, fmt: str, out: str | os.PathLike, reviews: dict, mask_of_sc
     uid = with_confirmed[0]
     entry = ws.entry(uid)
     datasets = source_datasets(entry.path, uid)
-    vol = open_volume(entry.path, series=uid)
+    if vol is None or vol.series_uid != uid:
+        vol = open_volume(entry.path, series=uid)
     findings = [f for f in reviews[uid].findings if f.status == "confirmed"]
     if mask_of_scan is None:
         raise LungViewError("no way to make the nodules' masks was given")

@@ -220,9 +220,11 @@ def _selected(ws: Workspace, scan_uid: str | None) -> list[str]:
     return [e.series_uid for e in ws.scans()]
 
 
-def export(ws: Workspace, fmt: str, out: str | os.PathLike, scan_uid: str | None = None, mask_of_scan=None) -> int:
+def export(ws: Workspace, fmt: str, out: str | os.PathLike, scan_uid: str | None = None, mask_of_scan=None,
+           vol=None) -> int:
     """Writes the findings of the workspace (or of one scan) to `out`; how many were written.
-    `mask_of_scan`: for SEG and SR, how a nodule's mask is had (see review.dicom_export)."""
+    `mask_of_scan`, `vol`: for SEG and SR, how a nodule's mask is had and the scan if already
+    open (see review.dicom_export)."""
     if fmt not in FORMATS:
         raise LungViewError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     uids = _selected(ws, scan_uid)
@@ -233,7 +235,7 @@ def export(ws: Workspace, fmt: str, out: str | os.PathLike, scan_uid: str | None
     if fmt in ("seg", "sr"):
         from lungview.review.dicom_export import export_dicom
 
-        return export_dicom(ws, fmt, out, reviews, mask_of_scan)
+        return export_dicom(ws, fmt, out, reviews, mask_of_scan, vol)
     try:
         if fmt == "luna16":
             rows = [Annotation(uid, f.center_xyz, round(f.diameter_mm, 3)) for uid, r in reviews.items()
