@@ -54,9 +54,9 @@ def classify(vol: CtVolume, centers, model: torch.nn.Module, device: DeviceInfo,
     while done < len(centers):
         part = centers[done:done + batch_size]
         batch = np.stack([classifier_input(vol.hu, c, card) for c in part])
-        x = torch.from_numpy(batch)[:, None].to(device.device)
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-        try:
+        try:  # moving the batch to the device can run out of memory too
+            x = torch.from_numpy(batch)[:, None].to(device.device)
+            x = x.contiguous(memory_format=torch.channels_last_3d)
             with torch.inference_mode():
                 # bf16 3D convolutions are slower than fp32 ones on CPUs (measured): GPUs only.
                 with autocast(device) if device.device.type != "cpu" else contextlib.nullcontext():

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from lungview.inference.device import cpu_has_fast_bf16, resolve_device
 from lungview.inference.pipeline import Pipeline
@@ -54,5 +55,21 @@ def test_bf16_leaves_the_findings_intact(scan, book_models):
     _check(bf16, scan)
     assert len(bf16.above(0.5)) == len(fp32)
     for a, b in zip(sorted(fp32, key=lambda d: d.center_xyz), sorted(bf16.above(0.5), key=lambda d: d.center_xyz)):
+        assert np.linalg.norm(np.subtract(a.center_xyz, b.center_xyz)) < 1.0
+        assert abs(a.p_nodule - b.p_nodule) < 0.05
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_gives_the_cpu_findings(scan, book_models):
+    """The GPU path (lung-box batches, bf16 autocast, classifier in bf16) against the CPU in fp32."""
+    seg, cls = book_models
+    cpu = Pipeline(seg, cls, resolve_device("cpu", "fp32")).run(scan).above(0.5)
+    info = resolve_device("cuda")
+    assert info.bf16 and info.name.endswith("(CUDA)")
+    gpu = Pipeline(seg, cls, info).run(scan)
+    _check(gpu, scan)
+    assert len(gpu.above(0.5)) == len(cpu)
+    for a, b in zip(sorted(cpu, key=lambda d: d.center_xyz), sorted(gpu.above(0.5), key=lambda d: d.center_xyz)):
         assert np.linalg.norm(np.subtract(a.center_xyz, b.center_xyz)) < 1.0
         assert abs(a.p_nodule - b.p_nodule) < 0.05
