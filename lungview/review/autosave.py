@@ -35,7 +35,7 @@ class Autosaver:
         self._thread.start()
 
     def schedule(self, series_uid: str, kind: str, snapshot) -> None:
-        """`kind`: "review" or "view", the snapshot a dict."""
+        """`kind`: "review", "view" or "masks", the snapshot a dict (Masks.snapshot for masks)."""
         with self._cv:
             self._pending[(series_uid, kind)] = (snapshot, time.monotonic() + self.delay_s)
             self._cv.notify()
@@ -45,6 +45,8 @@ class Autosaver:
             self.workspace.save_review(series_uid, snapshot)
         elif kind == "view":
             self.workspace.save_view(series_uid, snapshot)
+        elif kind == "masks":
+            self.workspace.save_masks(series_uid, snapshot)
         else:
             raise ValueError(f"unknown kind {kind!r}")
 

@@ -165,8 +165,9 @@ def _save(ds, path: Path) -> None:
 
 
 def export_dicom(ws, fmt: str, out: str | os.PathLike, reviews: dict, mask_of_scan=None, vol=None) -> int:
-    """`reviews`: series UID -> Review, the scans to choose from. `mask_of_scan(vol) -> mask_of`:
-    how a finding's mask is had in that scan (the CLI passes the measurement's region grow).
+    """`reviews`: series UID -> Review, the scans to choose from. A nodule's segment is its painted
+    mask (the workspace's masks.npz), else `mask_of_scan(vol) -> mask_of` makes one (the CLI and
+    the viewer pass the measurement's region grow).
     `vol`: the scan when it is already open (the viewer's), else it is read again. The SR is
     written with its SEG beside it (OUT stem + _seg.dcm)."""
     from lungview.io import open_volume
@@ -183,9 +184,12 @@ def export_dicom(ws, fmt: str, out: str | os.PathLike, reviews: dict, mask_of_sc
     if vol is None or vol.series_uid != uid:
         vol = open_volume(entry.path, series=uid)
     findings = [f for f in reviews[uid].findings if f.status == "confirmed"]
-    if mask_of_scan is None:
-        raise LungViewError("no way to make the nodules' masks was given")
-    seg = build_seg(vol, findings, mask_of_scan(vol), datasets)
+    painted = ws.load_masks(uid, vol)
+    unpainted = [f for f in findings if painted.mask(f.id) is None]
+    if unpainted and mask_of_scan is None:
+        raise LungViewError("no way to make the masks of nodules without a painted one was given")
+    grown = mask_of_scan(vol) if unpainted else None
+    seg = build_seg(vol, findings, lambda f: painted.mask(f.id) or grown(f), datasets)
     if fmt == "seg":
         _save(seg, out)
     else:

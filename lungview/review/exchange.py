@@ -128,11 +128,12 @@ def _lidc_type(chars: dict) -> str:
     return "ground-glass" if texture < 2 else "part-solid" if texture < 4.5 else "solid"
 
 
-def lidc_findings(path, vol, read=None) -> tuple[list[Finding], dict[str, int]]:
+def lidc_findings(path, vol, read=None) -> tuple[list[Finding], dict[str, int], dict]:
     """The readers' consensus as findings: nodules marked by 3 or more of the readers confirmed,
     the others (1-2 readers) unsure with a note saying how many; malignancy from the median
-    rating. Also what was left out (points under 3 mm, non-nodules). `read`: the file already
-    parsed (io.lidc.read_lidc)."""
+    rating. Also what was left out (points under 3 mm, non-nodules), and each finding's readers'
+    masks ({finding id: ((reader, box, mask), ...)}). `read`: the file already parsed
+    (io.lidc.read_lidc)."""
     from lungview.io.lidc import consensus, read_lidc
 
     read = read if read is not None else read_lidc(path)
@@ -140,7 +141,7 @@ def lidc_findings(path, vol, read=None) -> tuple[list[Finding], dict[str, int]]:
         raise LungViewError(f"{path}: reads series {read.series_uid}, not the scan's {vol.series_uid}")
     nodules, left = consensus(read, vol)
     source = _source(path)
-    out = []
+    out, masks = [], {}
     for c in nodules:
         rating = int(math.floor(float(np.median(c.ratings)) + 0.5)) if c.ratings else None
         d = c.diameter_mm
@@ -149,7 +150,29 @@ def lidc_findings(path, vol, read=None) -> tuple[list[Finding], dict[str, int]]:
             short_axis_mm=c.short_axis_mm, volume_mm3=sphere_volume(d), type=_lidc_type(c.characteristics),
             status="confirmed" if c.accepted else "unsure", malignancy=c.malignancy, rating=rating,
             note=f"marked by {len(c.readers)} of {len(read.readers)} LIDC readers"))
-    return out, left
+        if c.masks:
+            masks[out[-1].id] = c.masks
+    return out, left, masks
+
+
+def lidc_masks(masks, by_finding: dict):
+    """Puts the LIDC readers' masks into `masks` (a Masks): each reader's as it was drawn, and as
+    the finding's own mask the voxels at least half of its readers drew (LIDC's 50 % consensus).
+    Returns the change to the label volume (already applied)."""
+    from lungview.review.masks import MaskChange
+
+    changes = []
+    for fid, readers in by_finding.items():
+        lo = np.min([[s.start for s in box] for _, box, _ in readers], axis=0)
+        hi = np.max([[s.stop for s in box] for _, box, _ in readers], axis=0)
+        votes = np.zeros(hi - lo, dtype=np.int16)
+        for reader, box, m in readers:
+            votes[tuple(slice(s.start - a, s.stop - a) for s, a in zip(box, lo))] += m
+            masks.readers.setdefault(fid, {})[reader] = (box, m)
+        agreed = votes * 2 >= len(readers)
+        if agreed.any():
+            changes.append(masks.replace(fid, tuple(slice(a, b) for a, b in zip(lo, hi)), agreed))
+    return MaskChange.join(changes)
 
 
 def import_file(ws: Workspace, path: str | os.PathLike, scan_uid: str | None = None, vol=None) -> ImportReport:
@@ -167,11 +190,11 @@ def import_file(ws: Workspace, path: str | os.PathLike, scan_uid: str | None = N
             from lungview.io import open_volume
 
             vol = open_volume(ws.entry(uid).path, series=uid)
-        findings, left = lidc_findings(path, vol, read)
+        findings, left, reader_masks = lidc_findings(path, vol, read)
         found = {vol.series_uid: findings}
         report.left_out = left
     else:
-        found = read_findings(path)
+        found, reader_masks = read_findings(path), {}
     for uid, findings in found.items():
         target = uid if uid is not None else scan_uid
         if target is None:
@@ -183,33 +206,42 @@ def import_file(ws: Workspace, path: str | os.PathLike, scan_uid: str | None = N
             report.unknown_scans[target] = len(findings)
             continue
         review = ws.load_review(target)
-        report.added[target] = _add_new(review, findings, path, report)
+        if reader_masks:
+            review.masks = ws.load_masks(target, vol)
+        report.added[target] = _add_new(review, findings, path, report, reader_masks)
         ws.save_review(target, review)
+        if reader_masks:
+            ws.save_masks(target, review.masks)
     return report
 
 
-def _add_new(review, findings: list[Finding], path, report: ImportReport) -> int:
-    """Adds, as one undoable step, the findings not already imported from the same file."""
+def _add_new(review, findings: list[Finding], path, report: ImportReport, reader_masks=None) -> int:
+    """Adds, as one undoable step, the findings not already imported from the same file (with
+    their LIDC readers' masks, when the review has masks to hold them)."""
     fresh = []
     for f in findings:
         if any(g.source == f.source and math.dist(g.center_xyz, f.center_xyz) < SAME_POINT_MM for g in review.findings):
             report.known += 1
         else:
             fresh.append(f)
-    return review.add_many(fresh, f"Import {Path(path).name}")
+    mask = None
+    if reader_masks and review.masks is not None:
+        mask = lidc_masks(review.masks, {f.id: reader_masks[f.id] for f in fresh if f.id in reader_masks})
+    return review.add_many(fresh, f"Import {Path(path).name}", mask)
 
 
 def import_into(review, path: str | os.PathLike, vol) -> ImportReport:
     """The viewer's File → Import: the file's findings of the scan shown (`vol`), into its review
     (one undoable step; the workspace's autosave keeps it)."""
     report = ImportReport(str(path))
+    reader_masks = {}
     if str(path).lower().endswith(".xml"):
-        mine, report.left_out = lidc_findings(path, vol)
+        mine, report.left_out, reader_masks = lidc_findings(path, vol)
     else:
         found = read_findings(path)
         mine = found.get(vol.series_uid, []) + found.get(None, [])
         report.unknown_scans = {u: len(f) for u, f in found.items() if u not in (None, vol.series_uid)}
-    report.added[vol.series_uid] = _add_new(review, mine, path, report)
+    report.added[vol.series_uid] = _add_new(review, mine, path, report, reader_masks)
     return report
 
 

@@ -125,6 +125,7 @@ class Edit:
     after: tuple[tuple[str, Finding | None], ...]
     order_before: tuple[str, ...]
     order_after: tuple[str, ...]
+    mask: object = None  # a masks.MaskChange: the voxels the step changed, or None
 
 
 @dataclass
@@ -137,6 +138,7 @@ class Review:
     _undo: list = field(default_factory=list)
     _redo: list = field(default_factory=list)
     _listeners: list = field(default_factory=list)
+    masks: object = None  # the scan's masks.Masks, once it has a volume to paint on
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -180,12 +182,14 @@ class Review:
             cb(tuple(ids))
 
     # -- edits -----------------------------------------------------------------------------
-    def _commit(self, name: str, after: dict[str, Finding | None], order: list[str] | None = None) -> Edit | None:
+    def _commit(self, name: str, after: dict[str, Finding | None], order: list[str] | None = None,
+                mask=None) -> Edit | None:
+        """`mask`: a MaskChange already applied to self.masks, made part of this step."""
         before = {fid: self._findings.get(fid) for fid in after}
         new_order = list(order) if order is not None else self._order
-        if all(before[k] == after[k] for k in after) and new_order == self._order:
+        if all(before[k] == after[k] for k in after) and new_order == self._order and mask is None:
             return None  # nothing changed: no empty undo step
-        edit = Edit(name, tuple(before.items()), tuple(after.items()), tuple(self._order), tuple(new_order))
+        edit = Edit(name, tuple(before.items()), tuple(after.items()), tuple(self._order), tuple(new_order), mask)
         self._apply(edit.after, edit.order_after)
         self._undo.append(edit)
         self._redo.clear()
@@ -213,6 +217,8 @@ class Review:
             return None
         step = take.pop()
         state, order = (step.after, step.order_after) if forward else (step.before, step.order_before)
+        if step.mask is not None:
+            self.masks.apply(step.mask, forward)
         self._apply(state, order)
         self._notify(dict(state))
         put.append(step)
@@ -233,11 +239,12 @@ class Review:
         self._commit(name, {finding.id: finding}, self._order + [finding.id])
         return finding
 
-    def add_many(self, findings: list[Finding], name: str) -> int:
-        """Several findings in one undoable step (an import)."""
+    def add_many(self, findings: list[Finding], name: str, mask=None) -> int:
+        """Several findings in one undoable step (an import); `mask`: their masks' change, already
+        made in self.masks."""
         fresh = [check(f) for f in findings if f.id not in self._findings]
         if fresh:
-            self._commit(name, {f.id: f for f in fresh}, self._order + [f.id for f in fresh])
+            self._commit(name, {f.id: f for f in fresh}, self._order + [f.id for f in fresh], mask)
         return len(fresh)
 
     def update(self, fid: str, name: str, **changes) -> Finding:
@@ -272,7 +279,26 @@ class Review:
         f = self.get(fid)
         if f.source == DETECTOR:
             raise LungViewError("a detector's finding cannot be deleted, only rejected (R)")
-        self._commit("Delete nodule", {fid: None}, [i for i in self._order if i != fid])
+        mask = self.masks.clear(fid) if self.masks is not None else None  # its mask goes with it
+        self._commit("Delete nodule", {fid: None}, [i for i in self._order if i != fid], mask)
+
+    # -- masks -------------------------------------------------------------------------------
+    def record_mask(self, fid: str, change, name: str = "Paint mask") -> Finding:
+        """One undoable step for a change of the finding's mask already made in self.masks (a
+        brush stroke, a fill): the finding's centre and sizes follow its mask, as the reader's."""
+        old = self.get(fid)
+        sizes = self.masks.measure(fid)
+        new = old
+        if sizes is not None:
+            reader = tuple(sorted(set(old.reader_set) | set(sizes)))
+            new = check(replace(old, **sizes, reader_set=reader))
+        self._commit(name, {fid: new}, mask=change if change is not None and len(change) else None)
+        return new
+
+    def set_mask(self, fid: str, box, crop, name: str = "Fill mask") -> Finding:
+        """The finding's mask becomes `crop` over `box` (other findings' voxels stay theirs)."""
+        self.get(fid)
+        return self.record_mask(fid, self.masks.replace(fid, box, crop), name)
 
     def merge_detections(self, detections: list[Detection], name: str = "Detection results") -> tuple[int, int]:
         """Brings a detection run in: a detection within the radius of a finding (the larger of

@@ -7,6 +7,7 @@ never inside the scan's folder and never copying its images.
     DIR/scans/<key>/detections.json   the last detection run, as `lungview detect --json` gives it
     DIR/scans/<key>/review.json       the findings and the reader's decisions
     DIR/scans/<key>/view.json         where the reader was (slices, window)
+    DIR/scans/<key>/masks.npz         the reader's nodule masks (see review.masks)
 
 The key is the SeriesInstanceUID (LungView gives files without one a stable UID from their
 content). Every file carries a version and is replaced atomically (temporary file, fsync,
@@ -216,6 +217,24 @@ class Workspace:
             return Review.from_dict(_read_json(path)["review"])
         except (KeyError, TypeError, ValueError) as exc:
             raise LungViewError(f"{path}: damaged review ({exc})") from None
+
+    def save_masks(self, series_uid: str, masks) -> None:
+        """`masks`: a Masks, or the snapshot one took (Masks.snapshot)."""
+        from lungview.review.masks import Masks
+
+        self._need_writable()
+        path = self.folder(series_uid) / "masks.npz"
+        try:
+            Masks.write(path, masks.snapshot() if isinstance(masks, Masks) else masks)
+        except OSError as exc:
+            raise LungViewError(f"{path}: cannot write ({exc.strerror})") from None
+
+    def load_masks(self, series_uid: str, vol):
+        """The scan's masks (`vol`: the scan, for its shape and geometry); empty ones without."""
+        from lungview.review.masks import Masks
+
+        path = self.folder(series_uid) / "masks.npz"
+        return Masks.load(path, vol) if path.is_file() else Masks(vol)
 
     def save_view(self, series_uid: str, view: dict) -> None:
         self._save(series_uid, "view.json", "view", view)

@@ -159,8 +159,12 @@ def test_lidc_consensus_of_squares_worked_by_hand(ws, tmp_path):
     assert accepted.note == "marked by 3 of 4 LIDC readers"
     assert single.status == "unsure" and single.note == "marked by 1 of 4 LIDC readers"
     assert single.malignancy == "unknown"  # median 3
+    # each reader's contour is kept as that reader's mask; the finding's own is what half drew
+    masks = ws.load_masks(UID_B, vol(UID_B))
+    assert set(masks.readers[accepted.id]) == {"r1", "r2", "r3"} and set(masks.readers[single.id]) == {"r4"}
+    assert masks.count(accepted.id) == 300 and masks.count(single.id) == 72  # 10x10x3, 6x6x2
     with pytest.raises(LungViewError, match="read.xml: reads series .*, not the scan's"):
-        lidc_findings(path, vol(UID_A))
+        lidc_findings(path, vol(UID_A))  # (a read of another series)
 
 
 def test_lidc_idri_0001_consensus_agrees_with_luna16(tmp_path):
