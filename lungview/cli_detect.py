@@ -61,10 +61,10 @@ def _models(args):
 def cmd_detect(args) -> int:
     from tqdm import tqdm
 
+    from lungview.detect_io import scan_record
     from lungview.inference.device import resolve_device
     from lungview.inference.pipeline import Pipeline
     from lungview.io import open_volume
-    from lungview.synthetic.phantom import is_phantom_uid
 
     if not 0.0 <= args.threshold <= 1.0:
         raise LungViewError(f"--threshold must lie in [0, 1], not {args.threshold}")
@@ -97,23 +97,10 @@ def cmd_detect(args) -> int:
             failed += 1
             bar.write(f"lungview: error: {exc}", file=sys.stderr)
             continue
-        notes = list(result.notes)
-        reason = vol.not_ct_reason()
-        if reason:
-            notes.insert(0, f"this volume does not look like CT: {reason}; the findings are not meaningful")
-        if demo and not is_phantom_uid(vol.series_uid):
-            notes.append("demo models (trained on synthetic phantoms) ran on a real scan: the results are "
-                         "not meaningful; run scripts/fetch_book_models.py for the LUNA16-trained models")
-        scans.append({
-            "path": str(path), "series_uid": vol.series_uid, "device": device.name + (" bf16" if device.bf16 else ""),
-            "models": model_info, "candidates": result.candidates,
-            "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
-            "notes": notes,
-            "detections": [d.to_dict() for d in result.above(args.threshold)],
-        })
+        record = scan_record(path, vol, result, device, model_info, demo)
+        scans.append({**record, "detections": [d.to_dict() for d in result.above(args.threshold)]})
         if workspace is not None:
-            stored = {**scans[-1], "threshold": args.threshold,
-                      "detections": [d.to_dict() for d in result.detections]}  # all: the viewer's slider
+            stored = {**record, "threshold": args.threshold}  # every detection: the viewer's slider
             matched, added = workspace.record_detection(vol, path, stored, args.threshold)
             bar.write(f"{path}: {added} new finding(s), {matched} known one(s) updated in {workspace.root}",
                       file=sys.stderr)

@@ -13,6 +13,25 @@ from lungview.core import LungViewError
 from lungview.core.atomic import write_text_atomic
 from lungview.inference.evaluate import ScoredDetection
 
+def scan_record(path, vol, result, device, models, demo: bool = False) -> dict:
+    """One scan's entry of `lungview detect --json`, with every detection (callers keep those above
+    their threshold); what the workspace stores as the scan's detections. `device`: the DeviceInfo;
+    `demo`: demo models ran (a note when the scan is not a phantom)."""
+    from lungview.synthetic.phantom import is_phantom_uid
+
+    notes = list(result.notes)
+    reason = vol.not_ct_reason()
+    if reason:
+        notes.insert(0, f"this volume does not look like CT: {reason}; the findings are not meaningful")
+    if demo and not is_phantom_uid(vol.series_uid):
+        notes.append("demo models (trained on synthetic phantoms) ran on a real scan: the results are "
+                     "not meaningful; run scripts/fetch_book_models.py for the LUNA16-trained models")
+    return {"path": str(path), "series_uid": vol.series_uid, "device": device.name + (" bf16" if device.bf16 else ""),
+            "models": models, "candidates": result.candidates,
+            "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()}, "notes": notes,
+            "detections": [d.to_dict() for d in result.detections]}
+
+
 CSV_EXTRA = ("p_malignant", "malignancy_source", "diameter_mm", "volume_mm3", "long_axis_mm", "short_axis_mm",
              "mean_diameter_mm", "size_category", "size_source", "index", "row", "col", "notes")
 

@@ -2,7 +2,8 @@
 """The README's review screenshot: LIDC-IDRI-0001 detected with the book's models, then read with
 the keys as a reader does: the finding on LUNA16's nodule labelled malignant (M M) and confirmed
 (A), the rest above the threshold rejected (R), one nodule added (K) where an LIDC reader marked a
-small one, and the window saved as a picture with the review in progress.
+small one and its mask painted (B, a click), the confirmed nodule's mask filled from the detector
+(G), and the window saved as a picture with the review in progress.
 
     xvfb-run -a .venv/bin/python scripts/make_review_screenshot.py [--out docs/review-lidc-idri-0001.png]
 """
@@ -78,14 +79,27 @@ def main() -> int:
     k = int(round(vol.xyz_to_irc(np.array([vol.origin_xyz[0], vol.origin_xyz[1], z]))[0]))
     w.state.set_cursor((k, y, x))
     QTest.keyClick(w, Qt.Key_K)
+    # its mask painted with the brush: B, one click on it, B again to stop painting
+    from PySide6.QtCore import QPoint, QPointF
+
+    axial = w.views["axial"]
+    sr, sc = w.state.plane_spacing("axial")
+    spot = axial.mapFromScene(axial.box.mapViewToScene(QPointF((x + 0.5) * sc, (y + 0.5) * sr)))
+    QTest.keyClick(w, Qt.Key_B)
+    QTest.mouseClick(axial.viewport(), Qt.LeftButton, Qt.NoModifier, QPoint(int(spot.x()), int(spot.y())))
+    QTest.keyClick(w, Qt.Key_B)
+    # the confirmed nodule's mask filled from the detector's measurement (G)
     w._go_to(next(i for i, r in enumerate(w.state.visible()) if r.id == rows[nodule].id))
+    QTest.keyClick(w, Qt.Key_G)
     QTimer.singleShot(500, loop.quit)
     loop.exec()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     w.screenshot().save(str(args.out))
     reviewed, total = w.state.reviewed_count()
     print(f"{args.out}: {reviewed} of {total} reviewed, scan Lung-RADS {w.state.review.scan_lung_rads()}; "
-          f"undo stack top: {w.state.review.undo_name}")
+          f"undo stack top: {w.state.review.undo_name}; masks: "
+          + ", ".join(f"{w.state.review.masks.count(f.id)} voxels" for f in w.state.review.findings
+                      if w.state.review.masks.has(f.id)))
     w.close()
     return 0
 

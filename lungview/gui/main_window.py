@@ -16,12 +16,16 @@ from PySide6.QtWidgets import (QDialog, QGridLayout, QLabel, QMainWindow, QMessa
 
 from lungview.gui.dialogs import ROLES, ModelsDialog
 from lungview.gui.opening import OpeningMixin
+from lungview.gui.painting import MASK_KEYS, PaintMixin
 from lungview.gui.panels import DetectionsPanel
 from lungview.gui.reviewing import REVIEW_KEYS, ReviewMixin
 from lungview.gui.slice_view import SliceView
 from lungview.gui.state import PLANES, PRESETS, Findings, ViewerState
 from lungview.gui.widgets import Banner, WindowLevelBox
 from lungview.gui.worker import Worker
+from lungview.gui.workspace_panel import WorkspaceMixin
+from lungview.detect_io import scan_record
+from lungview.models.registry import origin_labels
 from lungview.synthetic.phantom import is_phantom_uid
 
 SHORTCUTS = [
@@ -33,7 +37,7 @@ SHORTCUTS = [
     ("N / P", "Next / previous detection, in the table's order"), ("S", "Segmentation overlay on / off"),
     ("F, double-click", "Maximise the axial (or the double-clicked) view / back to four views"),
     ("Ctrl+D", "Run detection"), ("Esc", "Cancel the running jobs"), ("F1", "This list"),
-    *REVIEW_KEYS,
+    *REVIEW_KEYS, *MASK_KEYS,
 ]
 
 
@@ -51,7 +55,7 @@ class Options:
     workspace: str | None = None  # keeps the reviews and detections; None: nothing is kept (tests)
 
 
-class MainWindow(ReviewMixin, OpeningMixin, QMainWindow):
+class MainWindow(WorkspaceMixin, PaintMixin, ReviewMixin, OpeningMixin, QMainWindow):
     detection_done = Signal(bool)  # finished (True) or failed/cancelled (False)
     scan_loaded = Signal(bool)
 
@@ -189,7 +193,9 @@ class MainWindow(ReviewMixin, OpeningMixin, QMainWindow):
         self._action(v, "Previous slice", lambda: self.state.step("axial", -1), "Down")
         self._action(v, "Ten slices up", lambda: self.state.step("axial", 10), "PgUp")
         self._action(v, "Ten slices down", lambda: self.state.step("axial", -10), "PgDown")
+        self._workspace_dock(v)
         self._review_menus(m)
+        self._mask_menu(m)
         d = m.addMenu("&Detect")
         self._action(d, "Run detection", self.run_detection, "Ctrl+D")
         self._action(d, "Next detection", lambda: self.step_detection(1), "N")
@@ -302,6 +308,9 @@ class MainWindow(ReviewMixin, OpeningMixin, QMainWindow):
 
     def _failed(self, job_id, text):
         kind = self._job_over(job_id)
+        if self.job_done.pop(job_id, None) is not None:  # the workspace panel's jobs
+            self.show_error(text)
+            return
         if job_id not in (self.load_job, self.detect_job):
             return  # a superseded job's failure is nobody's business
         if kind == "load" and "--allow-gaps" in text:  # a wide gap of missing slices
@@ -312,6 +321,9 @@ class MainWindow(ReviewMixin, OpeningMixin, QMainWindow):
 
     def _cancelled(self, job_id):
         kind = self._job_over(job_id)
+        if self.job_done.pop(job_id, None) is not None:
+            self.message.setText(f"{kind} cancelled")
+            return
         if job_id in (self.load_job, self.detect_job):
             self.message.setText("cancelled")
             if kind == "detect":
@@ -355,41 +367,48 @@ class MainWindow(ReviewMixin, OpeningMixin, QMainWindow):
         self.compute.cancel_all()  # a newer request supersedes the queued and the running ones
 
         def job(progress, cancel):
-            from lungview.inference.device import resolve_device
-            from lungview.inference.pipeline import Pipeline
-            from lungview.models.registry import ModelCache, resolve_models
-
-            self.pipeline_runs += 1
-            if self.model_cache is None:
-                self.model_cache = ModelCache()  # lives on the compute thread
-            choices = resolve_models(paths["seg"], paths["cls"], paths["mal"], use_user_dir=user_dir)
-            models = {r: self.model_cache.get(c.path, r) if c else None for r, c in choices.items()}
-            info = resolve_device(device)
-            result = Pipeline(models["segmentation"], models["nodule"], info, models["malignancy"]).run(
-                vol, progress, cancel)
-            return vol, result, choices, info
+            run, info, choices = self._pipeline_on_worker(paths, device, user_dir)
+            return vol, run(vol, progress, cancel), choices, info
 
         self.detect_job = self._submit(self.compute, "detect", "detection", job)
 
+    def _pipeline_on_worker(self, paths: dict, device: str, user_dir: bool):
+        """On the compute thread: (run(vol, progress, cancel) -> PipelineResult, the device, the
+        models' choices), the models loaded once and kept by that thread."""
+        from lungview.inference.device import resolve_device
+        from lungview.inference.pipeline import Pipeline
+        from lungview.models.registry import ModelCache, resolve_models
+
+        if self.model_cache is None:
+            self.model_cache = ModelCache()  # lives on the compute thread
+        choices = resolve_models(paths["seg"], paths["cls"], paths["mal"], use_user_dir=user_dir)
+        models = {r: self.model_cache.get(c.path, r) if c else None for r, c in choices.items()}
+        info = resolve_device(device)
+        pipeline = Pipeline(models["segmentation"], models["nodule"], info, models["malignancy"])
+
+        def run(vol, progress, cancel):
+            self.pipeline_runs += 1
+            return pipeline.run(vol, progress, cancel)
+
+        return run, info, choices
+
     def _detected(self, job_id, payload):
+        if self._job_result(job_id, payload):
+            return
         self._job_over(job_id)
         vol, result, choices, info = payload
         if job_id != self.detect_job or vol is not self.state.volume:
             return  # stale: superseded, or another scan is shown now
         demo = any(c is not None and c.origin == "demo" for c in choices.values())
-        models = {role: f"{label} [{choices[role].origin}]" if choices.get(role) else label
-                  for role, label in result.models.items()}
+        models = origin_labels(result.models, choices)
         lung = result.lung
-        device = info.name + (" bf16" if info.bf16 else "")
+        record = scan_record(vol.source, vol, result, info, models, demo)
         self.state.set_findings(Findings(
             detections=result.detections, prob=result.prob, models=models,
             lung_small=None if lung is None else lung.small, lung_step=1 if lung is None else lung.step,
-            device=device, demo_on_real_scan=demo and not is_phantom_uid(vol.series_uid)))
+            device=record["device"], demo_on_real_scan=demo and not is_phantom_uid(vol.series_uid)))
         self.merge_detections(result.detections)
-        self.save_detections(vol, {
-            "path": vol.source, "series_uid": vol.series_uid, "device": device, "models": models,
-            "candidates": result.candidates, "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
-            "notes": list(result.notes), "detections": [d.to_dict() for d in result.detections]})
+        self.save_detections(vol, record)
         for note in result.notes:
             self.banner.add_notice(note, "info" if not self.banner.notices else "warning")
         total = sum(result.timings_s.values())

@@ -74,6 +74,8 @@ class OpeningMixin:
         self.message.setText(name)
 
     def _loaded(self, job_id, vol):
+        if self._job_result(job_id, vol):  # a job of the workspace panel
+            return
         self._job_over(job_id)
         if job_id != self.load_job:
             return  # a newer open superseded this one

@@ -218,6 +218,7 @@ class ReviewMixin:
         except LungViewError as exc:
             self.banner.add_notice(f"{exc}; this scan's review starts empty and is not saved", "error")
             return Review(vol.series_uid), [], None
+        self._load_masks(vol, review)
         review.subscribe(lambda ids, uid=vol.series_uid, r=review: self._autosave(uid, r))
         dets = [Detection.from_dict(d) for d in (stored or {}).get("detections", [])]
         return review, dets, view
@@ -225,6 +226,7 @@ class ReviewMixin:
     def _autosave(self, uid: str, review: Review) -> None:
         if self.autosaver is not None:
             self.autosaver.schedule(uid, "review", review.to_dict())
+            self._autosave_masks(uid, review)
 
     def save_detections(self, vol, scan_result: dict) -> None:
         if self.workspace is not None and vol.series_uid:

@@ -1,8 +1,9 @@
 """One slice plane (axial, coronal or sagittal) of the scan with crosshair, nodule markers, the
 segmentation overlay, interpolated slices marked and a ruler. Data coordinates are millimetres in
 the plane, so the aspect is right for any voxel spacing and a ruler's length is a plain distance.
-Wheel: scroll slices (Ctrl+wheel: zoom); left click: move the cursor; left drag: pan (in ruler
-mode: measure); right drag: window/level."""
+Wheel: scroll slices (Ctrl+wheel: zoom); left click: move the cursor; left drag: pan, or move a
+marker dragged from inside / resize one dragged by its rim (in ruler mode: measure; with the brush
+or the eraser: paint the selected finding's mask); right drag: window/level."""
 
 from __future__ import annotations
 
@@ -60,13 +61,31 @@ def marker_pen(row) -> QPen:
     return pen
 
 
+def mask_colors(state) -> np.ndarray:
+    """RGBA per mask label: its finding's marker colour, half transparent (label 0: clear)."""
+    masks = state.review.masks
+    lut = np.zeros((max(masks.ids, default=0) + 1, 4), dtype=np.uint8)
+    findings = {f.id: f for f in state.review.findings}
+    for label, fid in masks.ids.items():
+        f = findings.get(fid)
+        if f is not None:
+            c = marker_color(f)
+            lut[label] = (c.red(), c.green(), c.blue(), 60 if f.status == "rejected" else 130)
+    return lut
+
+
 class _PlaneBox(pg.ViewBox):
     scrolled = Signal(int)
     clicked = Signal(float, float)
     shift_clicked = Signal(float, float)
     window_drag = Signal(float, float, bool)  # dx, dy (pixels), finished
     ruler_drag = Signal(float, float, float, float, bool)  # start and end (mm in the plane), finished
+    paint_drag = Signal(float, float, str)  # mm in the plane; "start", "move" or "end"
+    marker_drag = Signal(float, float, float, float, bool)  # from, to (mm), finished
     ruler_mode = False
+    paint_mode = False
+    grab = None  # (x, y) -> whether a marker is there to drag (set by the SliceView)
+    _dragging_marker = False
 
     def wheelEvent(self, ev, axis=None):  # noqa: N802 - Qt naming
         if ev.modifiers() & Qt.ControlModifier:
@@ -79,21 +98,37 @@ class _PlaneBox(pg.ViewBox):
         if ev.button() == Qt.LeftButton:
             p = self.mapSceneToView(ev.scenePos())
             shift = ev.modifiers() & Qt.ShiftModifier
-            (self.shift_clicked if shift else self.clicked).emit(p.x(), p.y())
+            if self.paint_mode and not shift:  # a click is one dab
+                self.paint_drag.emit(p.x(), p.y(), "start")
+                self.paint_drag.emit(p.x(), p.y(), "end")
+            else:
+                (self.shift_clicked if shift else self.clicked).emit(p.x(), p.y())
             ev.accept()
         else:
             ev.ignore()
 
     def mouseDragEvent(self, ev, axis=None):  # noqa: N802
+        a, b = self.mapSceneToView(ev.buttonDownScenePos()), self.mapSceneToView(ev.scenePos())
         if ev.button() == Qt.RightButton:
             d = ev.screenPos() - ev.lastScreenPos()
             self.window_drag.emit(d.x(), d.y(), ev.isFinish())
             ev.accept()
+        elif ev.button() == Qt.LeftButton and self.paint_mode:
+            if ev.isStart():
+                self.paint_drag.emit(a.x(), a.y(), "start")
+            self.paint_drag.emit(b.x(), b.y(), "end" if ev.isFinish() else "move")
+            ev.accept()
         elif ev.button() == Qt.LeftButton and self.ruler_mode:
-            a, b = self.mapSceneToView(ev.buttonDownScenePos()), self.mapSceneToView(ev.scenePos())
             self.ruler_drag.emit(a.x(), a.y(), b.x(), b.y(), ev.isFinish())
             ev.accept()
         else:
+            if ev.button() == Qt.LeftButton and ev.isStart():
+                self._dragging_marker = bool(self.grab and self.grab(a.x(), a.y()))
+            if ev.button() == Qt.LeftButton and self._dragging_marker:
+                self.marker_drag.emit(a.x(), a.y(), b.x(), b.y(), ev.isFinish())
+                self._dragging_marker = not ev.isFinish()
+                ev.accept()
+                return
             super().mouseDragEvent(ev, axis)
 
 
@@ -102,6 +137,8 @@ class SliceView(pg.GraphicsLayoutWidget):
     maximise = Signal()  # double click: this view alone / back to four
     measured = Signal(float)  # a ruler's length in mm
     add_requested = Signal(object)  # Shift+click: a nodule here, voxel (index, row, col)
+    paint = Signal(str, object, str)  # plane, voxel (index, row, col; fractional), "start"/"move"/"end"
+    picked = Signal(str)  # a marker was grabbed to move or resize: its finding's id
 
     def __init__(self, state: ViewerState, plane: str, parent=None):
         super().__init__(parent)
@@ -112,8 +149,20 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.ci.addItem(self.box)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.overlay = pg.ImageItem(axisOrder="row-major")
+        self.masks = pg.ImageItem(axisOrder="row-major")  # the reader's masks, RGBA
         self.box.addItem(self.image)
         self.box.addItem(self.overlay)
+        self.box.addItem(self.masks)
+        self._masks_drawn = None
+        brush_pen = QPen(QColor(255, 255, 255, 200))
+        brush_pen.setCosmetic(True)
+        brush_pen.setStyle(Qt.DashLine)
+        self.brush = QGraphicsEllipseItem()  # the brush's outline under the mouse
+        self.brush.setPen(brush_pen)
+        self.brush.setVisible(False)
+        self.box.addItem(self.brush, ignoreBounds=True)
+        self.marker_shapes: list[tuple] = []  # (row, item, x, y, r) of the markers drawn
+        self._grabbed = None  # (mode "move" / "rim", row, item, x, y, r) while a marker is dragged
         pen = pg.mkPen((255, 200, 0, 150), width=1)
         self.hline = pg.InfiniteLine(angle=0, pen=pen, movable=False)
         self.vline = pg.InfiniteLine(angle=90, pen=pen, movable=False)
@@ -139,6 +188,11 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.box.shift_clicked.connect(lambda x, y: self.add_requested.emit(self._to_voxel(x, y)))
         self.box.window_drag.connect(self._window_drag)
         self.box.ruler_drag.connect(self._ruler_drag)
+        self.box.paint_drag.connect(lambda x, y, phase: self.paint.emit(self.plane, self._to_voxel(x, y), phase))
+        self.box.grab = self._grab
+        self.box.marker_drag.connect(self._marker_drag)
+        state.masks_changed.connect(self._draw_masks)
+        state.review_changed.connect(lambda: self._draw_masks(force=True))  # (colours follow statuses)
         self.scene().sigMouseMoved.connect(self._mouse_moved)
         state.volume_changed.connect(self._volume_changed)
         state.cursor_changed.connect(self.refresh)
@@ -251,11 +305,29 @@ class SliceView(pg.GraphicsLayoutWidget):
         if ov is not None:
             self.overlay.setImage(ov, autoLevels=False, levels=(0, 255), lut=overlay_lut(st.seg_opacity))
             self.overlay.setRect(rect)
+        self.masks.setRect(rect)
+        self._draw_masks(force=True)
+
+    def _draw_masks(self, force: bool = False):
+        """The masks on this plane, each in its finding's colour; redrawn when voxels changed."""
+        st = self.state
+        labels = st.plane_masks(self.plane) if st.masks_visible and st.volume is not None else None
+        if labels is None:
+            self.masks.setVisible(False)
+            return
+        axis = PLANES.index(self.plane)
+        key = (id(st.review.masks), st.review.masks.version, int(st.cursor[axis]))
+        if not force and key == self._masks_drawn:
+            return
+        self._masks_drawn = key
+        self.masks.setImage(mask_colors(st)[labels], autoLevels=False, levels=(0, 255))
+        self.masks.setVisible(True)
 
     def _draw_markers(self):
         for m in self.markers:
             self.box.removeItem(m)
         self.markers = []
+        self.marker_shapes = []
         st = self.state
         for d in st.visible():
             radius = max(d.diameter_mm, 3.0) / 2  # a point of unmeasured size: a small marker
@@ -274,6 +346,7 @@ class SliceView(pg.GraphicsLayoutWidget):
             item.setToolTip(f"{d.status} ({d.source}): {p_nod}{mal}, {d.diameter_mm:.1f} mm ({d.size_category})")
             self.box.addItem(item)
             self.markers.append(item)
+            self.marker_shapes.append((d, item, x, y, r))
 
     # -- interaction -----------------------------------------------------------------
     def _to_voxel(self, x_mm: float, y_mm: float):
@@ -285,10 +358,53 @@ class SliceView(pg.GraphicsLayoutWidget):
             self._cursor_at_press = self.state.cursor.copy()
             self.state.set_cursor(self._to_voxel(x, y))
 
+    def _grab(self, x: float, y: float) -> bool:
+        """Whether a drag from (x, y) mm takes a marker: by its rim (within 6 pixels) to resize
+        it, from inside to move it."""
+        px = max(self.box.viewPixelSize())
+        best = None
+        for row, item, cx, cy, r in self.marker_shapes:
+            d = float(np.hypot(x - cx, y - cy))
+            if abs(d - r) <= 6 * px:
+                best = ("rim", row, item, cx, cy, r)
+                break
+            if d < r and best is None:
+                best = ("move", row, item, cx, cy, r)
+        self._grabbed = best
+        if best is not None:
+            self.picked.emit(best[1].id)
+        return best is not None
+
+    def _marker_drag(self, x0, y0, x1, y1, finished):
+        """The grabbed marker follows the mouse; at the release the finding is moved or resized
+        (one undoable step)."""
+        if self._grabbed is None:
+            return
+        mode, row, item, cx, cy, r = self._grabbed
+        if mode == "move":
+            item.setPos(x1 - x0, y1 - y0)
+        else:
+            r1 = max(1.5, float(np.hypot(x1 - cx, y1 - cy)))
+            item.setRect(cx - r1, cy - r1, 2 * r1, 2 * r1)
+        if not finished:
+            return
+        self._grabbed = None
+        review, vol = self.state.review, self.state.volume
+        if mode == "move":
+            delta = np.subtract(self._to_voxel(x1, y1), self._to_voxel(x0, y0))
+            review.move(row.id, vol.irc_to_xyz(np.add(row.center_irc, delta)))
+        else:
+            # the marker is drawn 2 mm outside the nodule's section at this depth
+            inplane = max(0.5, float(np.hypot(x1 - cx, y1 - cy)) - 2.0)
+            review.resize(row.id, 2.0 * float(np.hypot(inplane, self.state.depth_mm(self.plane, row.center_irc))))
+
     def _display_changed(self):
         self.hline.setVisible(self.state.crosshair_visible)
         self.vline.setVisible(self.state.crosshair_visible)
         self.box.ruler_mode = self.state.ruler_mode
+        self.box.paint_mode = bool(self.state.paint_mode)
+        if not self.state.paint_mode:
+            self.brush.setVisible(False)
         if not self.state.ruler_mode:
             self.ruler = None
         self._draw_ruler()
@@ -334,6 +450,10 @@ class SliceView(pg.GraphicsLayoutWidget):
         if self.state.volume is None:
             return
         p = self.box.mapSceneToView(pos)
+        if self.state.paint_mode:
+            r = self.state.brush_mm
+            self.brush.setRect(p.x() - r, p.y() - r, 2 * r, 2 * r)
+            self.brush.setVisible(True)
         irc = np.rint(self._to_voxel(p.x(), p.y())).astype(int)
         inside = bool(np.all(irc >= 0) and np.all(irc < np.array(self.state.volume.shape)))
         self.hovered.emit(irc if inside else None)

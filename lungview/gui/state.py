@@ -10,6 +10,7 @@ import numpy as np
 
 from lungview.core import CtVolume
 from lungview.core.findings import Detection, size_category
+from lungview.review.masks import Masks
 from lungview.review.model import DETECTOR, Finding, Review
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -78,6 +79,11 @@ class ViewerState:
         self.seg_opacity = 0.4
         self.crosshair_visible = True
         self.ruler_mode = False  # left drag in a slice view measures a distance in mm
+        self.paint_mode: str | None = None  # "brush" or "eraser": left drag paints the selected finding's mask
+        self.brush_mm = 3.0  # the brush's radius
+        self.paint_hu: tuple[float, float] | None = None  # paint only voxels in this HU range
+        self.masks_visible = True
+        self.masks_changed = Event()  # voxels of a mask changed (a stroke in progress, undo, a fill)
         self.volume_changed = Event()
         self.cursor_changed = Event()
         self.window_changed = Event()
@@ -92,7 +98,10 @@ class ViewerState:
     def set_volume(self, vol: CtVolume, review: Review | None = None) -> None:
         self.volume = vol
         self.findings = Findings()
-        self._bind(review if review is not None else Review(vol.series_uid))  # (an empty one is falsy)
+        review = review if review is not None else Review(vol.series_uid)  # (an empty one is falsy)
+        if review.masks is None:
+            review.masks = Masks(vol)
+        self._bind(review)
         self.cursor = np.array(vol.shape) // 2
         self.volume_changed.emit()
         self.findings_changed.emit()
@@ -167,11 +176,25 @@ class ViewerState:
             self.seg_opacity = float(np.clip(opacity, 0.0, 1.0))
         self.overlay_changed.emit()
 
-    def set_display(self, crosshair: bool | None = None, ruler: bool | None = None) -> None:
+    def set_display(self, crosshair: bool | None = None, ruler: bool | None = None, paint: str | None = "",
+                    brush_mm: float | None = None, masks: bool | None = None) -> None:
+        """`paint`: "brush", "eraser" or None (off); the ruler and painting exclude each other."""
         if crosshair is not None:
             self.crosshair_visible = bool(crosshair)
         if ruler is not None:
             self.ruler_mode = bool(ruler)
+            if ruler:
+                self.paint_mode = None
+        if paint != "":
+            assert paint in (None, "brush", "eraser")
+            self.paint_mode = paint
+            if paint:
+                self.ruler_mode = False
+        if brush_mm is not None:
+            self.brush_mm = float(np.clip(brush_mm, 0.5, 30.0))
+        if masks is not None:
+            self.masks_visible = bool(masks)
+            self.masks_changed.emit()
         self.display_changed.emit()
 
     # -- geometry of the planes --------------------------------------------------------
@@ -192,6 +215,15 @@ class ViewerState:
             return None
         i, r, c = self.cursor
         return prob[i] if plane == "axial" else prob[::-1, r, :] if plane == "coronal" else prob[::-1, :, c]
+
+    def plane_masks(self, plane: str) -> np.ndarray | None:
+        """The mask labels of a plane through the cursor, as plane_image lays it out."""
+        masks = self.review.masks
+        if masks is None or masks.labels is None:
+            return None
+        labels = masks.labels
+        i, r, c = self.cursor
+        return labels[i] if plane == "axial" else labels[::-1, r, :] if plane == "coronal" else labels[::-1, :, c]
 
     def plane_spacing(self, plane: str) -> tuple[float, float]:
         """(mm per displayed row, mm per displayed column)."""

@@ -146,10 +146,12 @@ class View3D:  # the real class is built lazily so that importing this module ne
                                                          shader="balloon", glOptions="additive")
                             self.addItem(self.surface)
                 dets = st.visible() if st.volume is not None else []
-                shapes = [(d.id, d.center_xyz, d.diameter_mm, d.source) for d in dets]
+                masks = st.review.masks
+                masked = {d.id: masks.changed_at(d.id) for d in dets if masks is not None and masks.has(d.id)}
+                shapes = [(d.id, d.center_xyz, d.diameter_mm, d.source, masked.get(d.id)) for d in dets]
                 if shapes and shapes == getattr(self, "_shapes", None):  # a status changed: recolour only
                     for item, d in zip(self.spheres, dets):
-                        item.setColor(self._color(d))
+                        item.setColor(self._color(d, d.id in masked))
                     self.update()
                     self.build_seconds = time.perf_counter() - t0
                     return
@@ -161,20 +163,43 @@ class View3D:  # the real class is built lazily so that importing this module ne
                     return
                 self.centers = np.array([self._mm(d.center_irc) for d in dets]).reshape(-1, 3)
                 for d, c in zip(dets, self.centers):
-                    # the detector's findings as spheres, the reader's as octahedra; colour by status
-                    rows, cols = (10, 16) if d.source == "detector" else (2, 4)
-                    md = gl.MeshData.sphere(rows=rows, cols=cols, radius=max(1.5, d.diameter_mm / 2))
-                    item = gl.GLMeshItem(meshdata=md, color=self._color(d), smooth=d.source == "detector",
-                                         shader="shaded")
-                    item.translate(*c)
+                    # a finding with a mask as its mesh; else the detector's as spheres, the
+                    # reader's as octahedra; colour by status
+                    mesh = self._mask_mesh(d.id) if d.id in masked else None
+                    if mesh is not None:
+                        md = gl.MeshData(vertexes=mesh[0], faces=mesh[1])
+                        item = gl.GLMeshItem(meshdata=md, color=self._color(d, True), smooth=True, shader="shaded")
+                    else:
+                        rows, cols = (10, 16) if d.source == "detector" else (2, 4)
+                        md = gl.MeshData.sphere(rows=rows, cols=cols, radius=max(1.5, d.diameter_mm / 2))
+                        item = gl.GLMeshItem(meshdata=md, color=self._color(d), smooth=d.source == "detector",
+                                             shader="shaded")
+                        item.translate(*c)
                     self.addItem(item)
                     self.spheres.append(item)
                 self.build_seconds = time.perf_counter() - t0
 
+            def _mask_mesh(self, fid: str):
+                """Vertices (mm, x-y-z) and faces of a finding's mask surface, cached until its
+                voxels change."""
+                import pyqtgraph as pg
+
+                masks = self.state.review.masks
+                key = (id(masks), masks.changed_at(fid))
+                cache = self.__dict__.setdefault("_meshes", {})  # finding id -> (key, mesh)
+                if cache.get(fid, (None,))[0] != key:
+                    box, crop = masks.mask(fid)
+                    verts, faces = pg.isosurface(np.pad(crop, 1).astype(np.float32), 0.5)
+                    start = np.array([s.start for s in box], dtype=np.float64) - 1.0
+                    verts = (verts + start) * np.asarray(self.state.volume.spacing_irc)  # (index, row, col) mm
+                    cache[fid] = (key, (verts[:, ::-1].copy(), faces))
+                return cache[fid][1]
+
             @staticmethod
-            def _color(d):
+            def _color(d, mask: bool = False):
                 col = marker_color(d)
-                return (col.redF(), col.greenF(), col.blueF(), 0.35 if d.status == "rejected" else 0.95)
+                alpha = 0.35 if d.status == "rejected" else 0.8 if mask else 0.95
+                return (col.redF(), col.greenF(), col.blueF(), alpha)
 
             def project(self, points: np.ndarray) -> np.ndarray:
                 """Screen pixels (x, y) of mm points."""

@@ -95,3 +95,8 @@ class ModelCache:
                 self._models = {k: v for k, v in self._models.items() if k[:2] != key[:2]}
                 self._models[key] = model
         return model
+
+
+def origin_labels(labels: dict, choices: dict) -> dict:
+    """{role: "label [origin]"}: a pipeline's model labels with where each model came from."""
+    return {role: f"{label} [{choices[role].origin}]" if choices.get(role) else label for role, label in labels.items()}

@@ -93,6 +93,8 @@ class Masks:
         self.boxes: dict[int, list[int]] = {}  # label -> [i0, i1, r0, r1, c0, c1], never too small
         self.readers: dict[str, dict[str, tuple[Box, np.ndarray]]] = {}  # finding id -> reader -> mask
         self.version = 0  # bumped on every change (views redraw on it)
+        self.saved_version = 0  # the version last handed to a save (the viewer's autosave)
+        self.label_versions: dict[int, int] = {}  # per label: bumped when its voxels change (3D meshes)
         self._packed: dict[int, tuple[list[int], bytes]] = {}  # the save's form, per clean label
 
     # -- reading ---------------------------------------------------------------------------
@@ -120,11 +122,9 @@ class Masks:
             return None
         return box, crop
 
-    def plane(self, axis: int, index: int) -> np.ndarray | None:
-        """The labels on one plane through the volume (axis 0 axial, 1 coronal, 2 sagittal)."""
-        if self.labels is None:
-            return None
-        return np.take(self.labels, index, axis=axis)
+    def changed_at(self, fid: str) -> int:
+        """The version at which the finding's voxels last changed (0: never)."""
+        return self.label_versions.get(self.label_of.get(fid, -1), 0)
 
     def measure(self, fid: str) -> dict | None:
         """The finding's sizes from its mask: centre (its voxels' mean), volume, equivalent
@@ -166,9 +166,10 @@ class Masks:
             lo = [int(a[sel].min()) for a in irc]
             hi = [int(a[sel].max()) + 1 for a in irc]
             self.boxes[int(lab)] = _grow(self.boxes.get(int(lab)), lo, hi)
+        self.version += 1
         for lab in np.unique(np.concatenate([change.old, change.new])):
             self._packed.pop(int(lab), None)
-        self.version += 1
+            self.label_versions[int(lab)] = self.version
 
     def _change(self, idx: np.ndarray, new_label: int, only: np.ndarray | None = None) -> MaskChange | None:
         idx = np.asarray(idx, dtype=np.int64)

@@ -220,8 +220,8 @@ class Review:
         if step.mask is not None:
             self.masks.apply(step.mask, forward)
         self._apply(state, order)
+        put.append(step)  # before the listeners hear of it: they ask what can be undone or redone next
         self._notify(dict(state))
-        put.append(step)
         return step.name
 
     @property

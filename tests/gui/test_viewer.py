@@ -269,6 +269,17 @@ def test_3d_view_picks_the_sphere_where_it_is_drawn(qtbot, gui_scan):
     assert tuple(st.cursor) == (0, 0, 0)
     click(x, y)  # on the red pixels: the cursor goes to the nodule
     assert tuple(st.cursor) == tuple(np.rint(n.center_irc).astype(int))
+    # a mask: drawn as its surface instead of the sphere, halfway between voxels in and out
+    fid = st.visible()[0].id
+    box = tuple(slice(int(round(v)) - 1, int(round(v)) + 2) for v in n.center_irc)
+    st.review.set_mask(fid, box, np.ones((3, 3, 3), bool))
+    (item,) = g.spheres
+    verts = item.opts["meshdata"].vertexes()
+    sx, sy, sz = ph.volume.spacing_xyz
+    lo = [(box[2].start - 0.5) * sx, (box[1].start - 0.5) * sy, (box[0].start - 0.5) * sz]
+    hi = [(box[2].stop - 0.5) * sx, (box[1].stop - 0.5) * sy, (box[0].stop - 0.5) * sz]
+    np.testing.assert_allclose(verts.min(axis=0), lo, atol=1e-3)
+    np.testing.assert_allclose(verts.max(axis=0), hi, atol=1e-3)
     view.close()
     g.destroy()  # release the GL window before the application goes
     view.deleteLater()

@@ -121,3 +121,15 @@ def test_round_trip_and_refusals():
     with pytest.raises(ValueError, match="finite"):
         Finding.from_dict({**f.to_dict(), "center_xyz": [0, math.nan, 0]})
     assert r.get(f.id).rating == 5  # a refused edit changes nothing
+
+
+def test_listeners_hear_of_an_undo_after_it_can_be_redone():
+    """The Edit menu names the next undo and redo when it is told of a change."""
+    r = Review("1.2")
+    f = r.add(sphere((0.0, 0.0, 0.0), 6.0))
+    heard = []
+    r.subscribe(lambda ids: heard.append((r.undo_name, r.redo_name)))
+    r.set_status(f.id, "confirmed")
+    r.undo()
+    r.redo()
+    assert heard == [("Confirm nodule", None), ("Add nodule", "Confirm nodule"), ("Confirm nodule", None)]
