@@ -110,3 +110,41 @@ def test_lidc_idri_0001_exports_through_the_cli(tmp_path, capsys):
     voxel = float(src.PixelSpacing[0]) * float(src.PixelSpacing[1]) * 2.5
     diameter = (6 * np.count_nonzero(seg.pixel_array) * voxel / np.pi) ** (1 / 3)
     assert diameter == pytest.approx(23.35, rel=0.1)  # the measured mask, LUNA16's nodule
+
+
+def test_seg_uses_the_painted_mask(phantom_dicom, small_phantom, tmp_path):
+    """A nodule with a mask painted in the workspace exports that mask, voxel for voxel, with no
+    region grow; one without needs a way to make one (a clear error otherwise)."""
+    from lungview.core import LungViewError
+    from lungview.review.masks import Masks
+
+    vol = open_volume(phantom_dicom)
+    ws = Workspace(tmp_path / "ws")
+    ws.add_scan(vol, phantom_dicom)
+    review = ws.load_review(vol.series_uid)
+    n = max(small_phantom.nodules, key=lambda n: n.diameter_mm)
+    f = review.add(sphere(n.center_xyz, n.diameter_mm, status="confirmed"))
+    ws.save_review(vol.series_uid, review)
+    painted = np.zeros((3, 4, 5), bool)
+    painted[0, :2] = painted[1] = painted[2, 1:, 2:] = True  # not a ball: the export must not re-make it
+    c = np.rint(n.center_irc).astype(int)
+    box = tuple(slice(k - 1, k - 1 + s) for k, s in zip(c, painted.shape))
+    masks = Masks(vol)
+    masks.replace(f.id, box, painted)
+    ws.save_masks(vol.series_uid, masks)
+    assert export(ws, "seg", tmp_path / "painted.dcm") == 1
+    seg = hd.seg.segread(tmp_path / "painted.dcm")
+    sources = {round((float(ds.ImagePositionPatient[2]) - vol.origin_xyz[2]) / vol.spacing_xyz[2]): ds.SOPInstanceUID
+               for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in Path(phantom_dicom).iterdir())}
+    for k in range(3):
+        got = seg.get_pixels_by_source_instance([sources[box[0].start + k]], segment_numbers=[1],
+                                                combine_segments=False)[0, :, :, 0].astype(bool)
+        want = np.zeros(vol.shape[1:], bool)
+        want[box[1], box[2]] = painted[k]
+        assert np.array_equal(got, want), k
+    g = review.add(sphere(small_phantom.nodules[0].center_xyz, 6.0, status="confirmed"))
+    ws.save_review(vol.series_uid, review)
+    with pytest.raises(LungViewError, match="masks of nodules without a painted one"):
+        export(ws, "seg", tmp_path / "other.dcm")
+    assert g.id and not (tmp_path / "other.dcm").exists()
+    ws.close()
