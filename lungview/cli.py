@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from lungview import __version__
 from lungview.core import CtVolume, LungViewError
 
-SUBCOMMANDS = ("info", "detect", "evaluate", "annotations")
+SUBCOMMANDS = ("info", "detect", "evaluate", "annotations", "train", "models")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,10 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--debug", action="store_true", help="show tracebacks")
     info.set_defaults(func=_cmd_info)
-    from lungview import cli_detect, cli_review
+    from lungview import cli_detect, cli_review, cli_train
 
     cli_detect.add_commands(sub, _Parser)
     cli_review.add_commands(sub, _Parser)
+    cli_train.add_commands(sub, _Parser)
     return parser
 
 

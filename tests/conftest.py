@@ -1,7 +1,9 @@
+import math
 import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -40,3 +42,41 @@ def expected_hu(phantom):
     hu = phantom.volume.hu.copy()
     hu[hu < -1500] = -1000
     return hu
+
+
+@pytest.fixture(scope="session")
+def phantom_scans(tmp_path_factory):
+    from lungview.synthetic import make_phantom, write_phantom
+
+    root = tmp_path_factory.mktemp("ft")
+    out = []
+    for seed in (61, 62, 63):
+        ph = make_phantom(seed, size=160, slices=50, pixel_mm=2.0, slice_mm=2.5, nodules=3, kinds=("solid",),
+                          diameter_mm=(8, 20))
+        out.append((ph, write_phantom(ph, root / str(seed), "nrrd")))
+    return out
+
+
+def reviewed_workspace(path, phantom_scans, flip=False):
+    """Reviews made from the phantoms' truth: their nodules confirmed, points in the lungs rejected
+    (with `flip`, the other way round)."""
+    from lungview.io import open_volume
+    from lungview.review.model import sphere
+    from lungview.review.workspace import Workspace
+
+    ws = Workspace(path)
+    rng = np.random.default_rng(0)
+    for ph, scan in phantom_scans:
+        vol = open_volume(scan)
+        ws.add_scan(vol, scan)
+        review = ws.load_review(vol.series_uid)
+        for n in ph.nodules:
+            review.add(sphere(n.center_xyz, n.diameter_mm, source="detector",
+                              status="rejected" if flip else "confirmed"))
+        lung = np.argwhere(ph.lung_mask)
+        for k in rng.choice(len(lung), 12, replace=False):
+            xyz = vol.irc_to_xyz(lung[k])
+            if all(math.dist(xyz, n.center_xyz) > n.diameter_mm for n in ph.nodules):
+                review.add(sphere(xyz, 4.0, source="detector", status="confirmed" if flip else "rejected"))
+        ws.save_review(vol.series_uid, review)
+    return ws

@@ -25,6 +25,11 @@ print(','.join(bad))
     ("lungview.review.workspace", ("torch", "PySide6", "pyqtgraph", "lungview.inference")),
     ("lungview.review.exchange", ("torch", "PySide6", "pyqtgraph", "lungview.inference")),
     ("lungview.review.autosave", ("torch", "PySide6", "pyqtgraph", "lungview.inference")),
+    ("lungview.review.masks", ("torch", "PySide6", "pyqtgraph", "lungview.inference")),
+    ("lungview.io.catalog", ("torch", "PySide6", "pyqtgraph")),
+    ("lungview.training.finetune", ("PySide6", "pyqtgraph")),
+    ("lungview.models.versions", ("PySide6", "pyqtgraph", "SimpleITK", "pydicom")),
+    ("lungview.cli_train", ("torch", "PySide6", "pyqtgraph")),
 ])
 def test_layer_imports(module, forbidden):
     out = subprocess.run([sys.executable, "-c", CHECK.format(module=module, forbidden=set(forbidden))],

@@ -64,6 +64,13 @@ class ModelCard:
     lungview_version: str = __version__
     created: str = ""
     trained_on_phantoms: bool = False
+    # a fine-tuned model: its parent's digest, the recipe and its settings, what it learned from,
+    # the device and how long it took
+    parent_sha256: str | None = None
+    recipe: dict = field(default_factory=dict)
+    trained_on: dict = field(default_factory=dict)
+    device: str = ""
+    seconds: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelCard":

@@ -35,7 +35,7 @@ def demo_model_dir() -> Path:
 class ModelChoice:
     role: str
     path: Path
-    origin: str  # "option", "user", "demo"
+    origin: str  # "option", "user", "trained" (made by LungView, made active), "demo"
 
 
 def _find(folder: Path, role: str) -> Path | None:
@@ -49,11 +49,21 @@ def _find(folder: Path, role: str) -> Path | None:
 def resolve_models(seg: str | None = None, cls: str | None = None, mal: str | None = None,
                    use_user_dir: bool = True) -> dict[str, ModelChoice | None]:
     """A choice per role; malignancy may be None (then no malignancy is reported)."""
+    from lungview.models.versions import load_registry, list_versions
+
     explicit = {"segmentation": seg, "nodule": cls, "malignancy": mal}
+    # the versions made active in the registry (`lungview models use`, an accepted training)
+    active = load_registry()["active"] if use_user_dir else {}
+    chosen = {v.role: v for v, on in list_versions() if on and active.get(v.role) == v.id} if active else {}
     out: dict[str, ModelChoice | None] = {}
     for role in ROLES:
         if explicit[role]:
             out[role] = ModelChoice(role, Path(explicit[role]).expanduser(), "option")
+            continue
+        if role in chosen and Path(chosen[role].path).is_file():
+            v = chosen[role]
+            origin = "demo" if v.id.startswith("demo-") else "user" if v.builtin else "trained"
+            out[role] = ModelChoice(role, Path(v.path), origin)
             continue
         user = _find(user_model_dir(), role) if use_user_dir else None
         if user is not None:

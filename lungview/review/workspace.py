@@ -139,6 +139,22 @@ class Workspace:
         if not self.writable:
             raise LungViewError(f"{self.root}: opened read-only")
 
+    # -- training splits ----------------------------------------------------------------------
+    def splits(self) -> dict[str, str]:
+        """{series UID: "train" or "validation"}: each scan's side, fixed the first time a model
+        was trained from the workspace (it never changes side afterwards)."""
+        return dict(_read_json(self.root / "workspace.json").get("splits", {}))
+
+    def set_splits(self, splits: dict[str, str]) -> None:
+        self._need_writable()
+        if any(v not in ("train", "validation") for v in splits.values()):
+            raise LungViewError("a scan's side is train or validation")
+        marker = self.root / "workspace.json"
+        data = _read_json(marker)
+        data.pop("version", None)
+        data["splits"] = {**data.get("splits", {}), **splits}
+        _write_json(marker, data)
+
     # -- scans -----------------------------------------------------------------------------
     def folder(self, series_uid: str) -> Path:
         return self.root / "scans" / scan_key(series_uid)

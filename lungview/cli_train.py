@@ -1,0 +1,136 @@
+"""`lungview train` (fine-tune a model on a workspace's reviews, headless) and `lungview models
+list|show|use` (the versions, which one is active, rollback)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+MODEL_KEYS = ("id", "role", "path", "parent", "active", "verdict", "reason", "metrics", "created")
+
+
+def add_commands(sub, parser_class) -> None:
+    tr = sub.add_parser("train", help="fine-tune a model on the reviewed findings of a workspace")
+    tr.add_argument("--workspace", required=True, metavar="DIR")
+    tr.add_argument("--role", required=True, choices=("nodule", "malignancy", "segmentation"))
+    tr.add_argument("--val-scans", nargs="+", metavar="UID", help="these scans for validation (never trained on)")
+    tr.add_argument("--epochs", type=int, default=5)
+    tr.add_argument("--lr", type=float, help="SGD learning rate (default the book's: nodule 0.001, malignancy 0.003)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    tr.add_argument("--json", action="store_true", help="print one JSON object")
+    tr.set_defaults(func=cmd_train)
+
+    mo = sub.add_parser("models", help="the model versions: list, show one, make one active (rollback)")
+    verbs = mo.add_subparsers(dest="verb", parser_class=parser_class, required=True)
+    ls = verbs.add_parser("list", help="every version, which is active, its verdict and metrics")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+    sh = verbs.add_parser("show", help="one version with its model card")
+    sh.add_argument("id")
+    sh.set_defaults(func=cmd_show)
+    us = verbs.add_parser("use", help="make a version the active one of its role (any earlier one, "
+                                      "book-ROLE or demo-ROLE: a rollback)")
+    us.add_argument("id")
+    us.set_defaults(func=cmd_use)
+    for p in (tr, ls, sh, us):
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _metrics_line(m: dict) -> str:
+    if not m:
+        return "-"
+    if "auc" in m:
+        return "AUC -" if m["auc"] is None else f"AUC {m['auc']:.3f}"
+    return (f"sensitivity {m['sensitivity']:.2f} ({m['true_positives']}/{m['nodules']}), "
+            f"{m['fp_per_scan']:.2f} FP/scan, CPM {m['cpm']:.3f}")
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from lungview.core import LungViewError
+    from lungview.inference.device import resolve_device
+    from lungview.review.workspace import Workspace
+    from lungview.training.finetune import Settings, train_from_workspace
+
+    if args.role == "segmentation":
+        raise LungViewError("fine-tuning the segmentation model is not there yet: train nodule or malignancy")
+    if args.epochs < 1:
+        raise LungViewError(f"--epochs must be at least 1, not {args.epochs}")
+    device = resolve_device(args.device)
+    bar = tqdm(total=1, desc=f"train {args.role}", file=sys.stderr, delay=1.0, disable=args.json)
+    started = []
+
+    def progress(done, total, message):
+        if not started:  # the device named once the data is there and training begins
+            started.append(True)
+            bar.write(f"training on {device.name}", file=sys.stderr)
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    with Workspace(args.workspace) as ws:
+        result, version = train_from_workspace(ws, args.role, device, Settings(epochs=args.epochs, lr=args.lr,
+                                                                               seed=args.seed),
+                                               args.val_scans, progress)
+    bar.close()
+    out = {"id": version.id, "role": version.role, "path": version.path, "parent": version.parent,
+           "verdict": version.verdict, "reason": version.reason, "active": version.verdict == "accepted",
+           "before": result.before, "after": result.after, "history": result.history, "counts": {
+               k: result.counts[k] for k in ("train", "validation")}, "device": device.name,
+           "seconds": round(result.seconds, 2)}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    c = result.counts
+    print(f"{version.id} ({device.name}, {result.seconds:.1f} s)")
+    print(f"  trained on {c['train']['scans']} scan(s): {c['train']['positives']} positive, "
+          f"{c['train']['negatives']} negative; validated on {c['validation']['scans']} scan(s): "
+          f"{c['validation']['positives']} positive, {c['validation']['negatives']} negative")
+    print(f"  before ({version.parent}): {_metrics_line(result.before)}")
+    print(f"  after:  {_metrics_line(result.after)}")
+    print(f"  {version.verdict}: {version.reason}" + ("" if version.verdict == "accepted" else
+                                                        f" (kept; `lungview models use {version.id}` activates it)"))
+    return 0
+
+
+def _entry(v, active: bool) -> dict:
+    d = v.to_dict(active)
+    return {k: d[k] for k in MODEL_KEYS}
+
+
+def cmd_list(args) -> int:
+    from lungview.models.versions import list_versions
+
+    rows = [_entry(v, on) for v, on in list_versions()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        mark = "*" if r["active"] else " "
+        after = _metrics_line(r["metrics"].get("after", {})) if r["metrics"] else ""
+        print(f"{mark} {r['id']:34} {r['role']:12} {r['verdict']:8} {after}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from lungview.models.checkpoint import load_checkpoint
+    from lungview.models.versions import get_version, list_versions
+
+    v = get_version(args.id)
+    active = dict((w.id, on) for w, on in list_versions())[v.id]
+    card = load_checkpoint(v.path, v.role).card
+    import dataclasses
+
+    print(json.dumps({**_entry(v, active), "card": dataclasses.asdict(card)}, indent=2))
+    return 0
+
+
+def cmd_use(args) -> int:
+    from lungview.models.versions import use
+
+    v = use(args.id)
+    print(f"{v.id} is now the active {v.role} model ({v.path})")
+    return 0

@@ -1,0 +1,145 @@
+"""Fine-tuning on the reader's corrections: labels from the review's statuses, validation scans
+that never change side, the book's augmentation, seeded determinism on the CPU, a verdict that
+refuses a worse model with its reason, and a cancelled run that leaves nothing behind."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lungview.core import LungViewError
+from lungview.core.jobs import Cancelled, CancelToken
+from lungview.inference.device import resolve_device
+from lungview.review.model import Review, sphere
+from lungview.training.finetune import (BOOK_AUGMENTATION, Settings, augment, examples_of, split_scans,
+                                        train_from_workspace, training_data)
+from tests.conftest import reviewed_workspace
+
+CPU = resolve_device("cpu", "fp32")
+
+
+def test_labels_come_from_the_statuses():
+    r = Review("1.2.3")
+    conf = r.add(sphere((0.0, 0.0, 0.0), 8.0, source="detector", status="confirmed", malignancy="malignant"))
+    rej = r.add(sphere((30.0, 0.0, 0.0), 5.0, source="detector", status="rejected"))
+    r.add(sphere((60.0, 0.0, 0.0), 5.0, source="detector", status="unsure"))
+    r.add(sphere((90.0, 0.0, 0.0), 5.0, source="detector"))  # unreviewed: nothing
+    added = r.add(sphere((0.0, 40.0, 0.0), 6.0, status="unreviewed"))  # the reader's own
+    benign = r.add(sphere((0.0, 80.0, 0.0), 9.0, status="confirmed", malignancy="benign"))
+    detections = {"detections": [
+        {"center_xyz": [1.0, 1.0, 0.0], "diameter_mm": 8.0},  # on the confirmed one: covered
+        {"center_xyz": [0.0, -50.0, 0.0], "diameter_mm": 4.0}]}  # nobody's: a negative in a reviewed scan
+    got = {(e.center_xyz, e.label, e.why) for e in examples_of(r, detections, "nodule", reviewed=True)}
+    assert got == {(conf.center_xyz, 1, "confirmed"), (rej.center_xyz, 0, "rejected"),
+                   (added.center_xyz, 1, "added"), (benign.center_xyz, 1, "confirmed"),
+                   ((0.0, -50.0, 0.0), 0, "candidate of a reviewed scan")}
+    assert len(examples_of(r, detections, "nodule", reviewed=False)) == 4  # the candidates only when reviewed
+    mal = {(e.center_xyz, e.label) for e in examples_of(r, detections, "malignancy", reviewed=True)}
+    assert mal == {(conf.center_xyz, 1), (benign.center_xyz, 0)}
+
+
+def test_validation_scans_never_change_side():
+    scans = [f"1.2.{k}" for k in range(12)]
+    first = split_scans(scans[:5], {})
+    assert first == split_scans(scans[:5], {})  # deterministic
+    assert "validation" in first.values() and "train" in first.values()
+    # later runs with more scans: every earlier scan keeps its side
+    later = split_scans(scans, first)
+    assert all(later[u] == first[u] for u in first)
+    assert 1 <= list(later.values()).count("validation") <= 6
+    # asked for as validation: fine for a new scan, refused for one trained on before
+    trained = next(u for u, side in first.items() if side == "train")
+    with pytest.raises(LungViewError, match=f"scan {trained} was trained on before"):
+        split_scans(scans, first, [trained])
+    assert split_scans(scans + ["9.9"], later, ["9.9"])["9.9"] == "validation"
+    # one scan alone: trained on, no validation
+    assert split_scans(["5.5"], {}) == {"5.5": "train"}
+
+
+def test_augmentation_as_the_book_does_it():
+    x = torch.from_numpy(np.random.default_rng(0).normal(0, 300, (2, 1, 8, 10, 12)).astype(np.float32))
+    off = {k: False for k in BOOK_AUGMENTATION}
+    assert torch.allclose(augment(x, np.random.default_rng(1), off), x, atol=1e-2)  # identity: the same voxels
+    flipped = augment(x, np.random.default_rng(1), {**off, "flip": True})
+    # each sample flipped along some axes: every one is one of the 8 flips of its input
+    for k in range(2):
+        flips = [torch.flip(x[k], dims) for dims in ((), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3))]
+        assert any(torch.allclose(flipped[k], f, atol=1e-2) for f in flips)
+    noisy = augment(torch.zeros(4, 1, 16, 16, 16), np.random.default_rng(2), {**off, "noise": 25.0})
+    assert float(noisy.std()) == pytest.approx(25.0, rel=0.05)
+    # a rotation by the book's matrix keeps a centred ball a ball
+    ball = torch.zeros(1, 1, 9, 31, 31)
+    zz, yy, xx = torch.meshgrid(torch.arange(9), torch.arange(31), torch.arange(31), indexing="ij")
+    ball[0, 0][((yy - 15) ** 2 + (xx - 15) ** 2 <= 64) & (zz - 4).abs().le(2)] = 1000.0
+    turned = augment(ball, np.random.default_rng(3), {**off, "rotate": True})
+    assert abs(float(turned.sum()) - float(ball.sum())) < 0.03 * float(ball.sum())
+
+
+def test_same_seed_same_weights_and_a_registered_model(phantom_scans, tmp_path, monkeypatch):
+    from lungview.models.versions import list_versions
+
+    settings = Settings(epochs=1, steps_per_epoch=2, batch=8)
+    runs = []
+    for k in range(2):  # two users, each starting from the demo model
+        monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / f"home{k}"))
+        ws = reviewed_workspace(tmp_path / f"ws{k}", phantom_scans)
+        data = training_data(ws, "nodule")
+        result, version = train_from_workspace(ws, "nodule", CPU, settings)
+        runs.append(result)
+        ws.close()
+        assert set(data.sides.values()) == {"train", "validation"}
+    a, b = (r.model.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    trained = [v for v, _ in list_versions() if not v.builtin]
+    assert len(trained) == 1 and trained[0].parent == "demo-nodule"
+    from lungview.models.checkpoint import load_checkpoint
+
+    card = load_checkpoint(trained[0].path, "nodule").card
+    assert card.parent == "demo-nodule" and card.parent_sha256 and card.recipe["augmentation"] == BOOK_AUGMENTATION
+    assert card.recipe["lr"] == 0.001 and card.device.startswith("CPU") and card.seconds > 0
+    assert sum(s["positives"] for s in card.trained_on["scans"].values()) > 0
+
+
+def test_flipped_labels_are_refused_with_the_reason(phantom_scans, tmp_path, monkeypatch):
+    from lungview.models.versions import active_version, list_versions
+
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "home"))
+    ws = reviewed_workspace(tmp_path / "ws", phantom_scans, flip=True)
+    # validation is judged against the truth: the reviews of the validation scan as they should be
+    data = training_data(ws, "nodule")
+    val = data.scans("validation")
+    good = reviewed_workspace(tmp_path / "good", phantom_scans)
+    for uid in val:
+        ws.save_review(uid, good.load_review(uid))
+    good.close()
+    # trained hard enough to learn the flipped labels (the book's small steps would barely move it)
+    result, version = train_from_workspace(ws, "nodule", CPU, Settings(epochs=3, steps_per_epoch=10, batch=16,
+                                                                       lr=0.02, momentum=0.9))
+    ws.close()
+    assert version.verdict == "refused"
+    assert version.reason.startswith(("lower sensitivity", "more false positives"))
+    assert active_version("nodule").id == "demo-nodule"  # kept, not activated
+    assert [v.verdict for v, _ in list_versions() if v.id == version.id] == ["refused"]
+
+
+def test_a_cancelled_run_writes_nothing(phantom_scans, tmp_path, monkeypatch):
+    from lungview.models.registry import user_model_dir
+    from lungview.models.versions import active_version
+
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "home"))
+    ws = reviewed_workspace(tmp_path / "ws", phantom_scans)
+    token = CancelToken()
+
+    def progress(done, total, message):
+        if message.startswith("epoch 1/2") and done >= 2:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        train_from_workspace(ws, "nodule", CPU, Settings(epochs=2, steps_per_epoch=4, batch=8), progress=progress,
+                             cancel=token)
+    ws.close()
+    assert not (user_model_dir() / "trained").exists() or not any((user_model_dir() / "trained").iterdir())
+    assert not (user_model_dir() / "registry.json").exists()
+    assert active_version("nodule").id == "demo-nodule"
+    shutil.rmtree(tmp_path / "ws")
