@@ -21,6 +21,7 @@ from lungview.gui.panels import DetectionsPanel
 from lungview.gui.reviewing import REVIEW_KEYS, ReviewMixin
 from lungview.gui.slice_view import SliceView
 from lungview.gui.state import PLANES, PRESETS, Findings, ViewerState
+from lungview.gui.training_panel import TrainingMixin
 from lungview.gui.widgets import Banner, WindowLevelBox
 from lungview.gui.worker import Worker
 from lungview.gui.workspace_panel import WorkspaceMixin
@@ -37,6 +38,8 @@ SHORTCUTS = [
     ("N / P", "Next / previous detection, in the table's order"), ("S", "Segmentation overlay on / off"),
     ("F, double-click", "Maximise the axial (or the double-clicked) view / back to four views"),
     ("Ctrl+D", "Run detection"), ("Esc", "Cancel the running jobs"), ("F1", "This list"),
+    ("Ctrl+Shift+W", "Workspace panel: scans, add a folder, detect all"),
+    ("Ctrl+T", "Training panel: fine-tune on the reviews, model versions"),
     *REVIEW_KEYS, *MASK_KEYS,
 ]
 
@@ -55,7 +58,7 @@ class Options:
     workspace: str | None = None  # keeps the reviews and detections; None: nothing is kept (tests)
 
 
-class MainWindow(WorkspaceMixin, PaintMixin, ReviewMixin, OpeningMixin, QMainWindow):
+class MainWindow(TrainingMixin, WorkspaceMixin, PaintMixin, ReviewMixin, OpeningMixin, QMainWindow):
     detection_done = Signal(bool)  # finished (True) or failed/cancelled (False)
     scan_loaded = Signal(bool)
 
@@ -194,6 +197,7 @@ class MainWindow(WorkspaceMixin, PaintMixin, ReviewMixin, OpeningMixin, QMainWin
         self._action(v, "Ten slices up", lambda: self.state.step("axial", 10), "PgUp")
         self._action(v, "Ten slices down", lambda: self.state.step("axial", -10), "PgDown")
         self._workspace_dock(v)
+        self._training_dock(v)
         self._review_menus(m)
         self._mask_menu(m)
         d = m.addMenu("&Detect")
@@ -308,7 +312,8 @@ class MainWindow(WorkspaceMixin, PaintMixin, ReviewMixin, OpeningMixin, QMainWin
 
     def _failed(self, job_id, text):
         kind = self._job_over(job_id)
-        if self.job_done.pop(job_id, None) is not None:  # the workspace panel's jobs
+        if self.job_done.pop(job_id, None) is not None:  # the workspace and training panels' jobs
+            self.training_ended(job_id, text)
             self.show_error(text)
             return
         if job_id not in (self.load_job, self.detect_job):
@@ -322,6 +327,7 @@ class MainWindow(WorkspaceMixin, PaintMixin, ReviewMixin, OpeningMixin, QMainWin
     def _cancelled(self, job_id):
         kind = self._job_over(job_id)
         if self.job_done.pop(job_id, None) is not None:
+            self.training_ended(job_id, "stopped: nothing was written; the active model stays in use")
             self.message.setText(f"{kind} cancelled")
             return
         if job_id in (self.load_job, self.detect_job):
@@ -364,7 +370,9 @@ class MainWindow(WorkspaceMixin, PaintMixin, ReviewMixin, OpeningMixin, QMainWin
         if vol is None:
             return
         paths, device, user_dir = self.model_paths(), self.options.device, not self.options.demo_models
-        self.compute.cancel_all()  # a newer request supersedes the queued and the running ones
+        for job_id, kind in list(self.jobs.items()):  # a newer request supersedes the queued and the running
+            if kind == "detect":                        # detections (a training goes on; this one waits for it)
+                self.compute.cancel(job_id)
 
         def job(progress, cancel):
             run, info, choices = self._pipeline_on_worker(paths, device, user_dir)

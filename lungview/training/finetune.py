@@ -266,6 +266,13 @@ class Result:
     settings: dict
 
 
+def _batch_norms(model: torch.nn.Module) -> list:
+    """Batch norms keep the statistics the parent learned on its whole training set: a few
+    dozen balanced, augmented crops would replace them with their own (and cost the parent's
+    calibration on real candidates). Their scale and shift still learn."""
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
 def _trainable(model: torch.nn.Module, role: str):
     """(parameters that learn, modules kept frozen). Malignancy, as the book's chapter 14 does
     it: only the head and the last block learn; the rest keeps its weights and its batch-norm
@@ -316,7 +323,7 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     total = s.epochs * steps
     for epoch in range(s.epochs):
         model.train()
-        for m in frozen:
+        for m in frozen + _batch_norms(model):
             m.eval()
         losses = []
         for step in range(steps):
