@@ -20,7 +20,6 @@ Models are registered in a temporary LungView home, never the user's.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -39,20 +38,18 @@ def site_phantom(seed):
     return make_phantom(seed, slices=int(round(280 / SITE["slice_mm"])), **SITE)
 
 
-def review_from_truth(ws, vol, path, result, truths) -> tuple[int, int]:
-    """What a reader does with the truth at hand: every finding that lies on a nodule confirmed,
-    every other one rejected. Returns (confirmed, rejected)."""
+def record_and_review(ws, vol, path, result, truths) -> tuple[int, int]:
+    """The detection stored in the workspace as the viewer stores it (every candidate a finding),
+    then reviewed from the truth. Returns (confirmed, rejected)."""
     from lungview.detect_io import scan_record
     from lungview.inference.device import resolve_device
+    from lungview.training.finetune import review_from_truth
 
     ws.record_detection(vol, path, scan_record(path, vol, result, resolve_device("cpu"), {}), 0.0)
     review = ws.load_review(vol.series_uid)
-    for f in review.findings:
-        hit = any(math.dist(f.center_xyz, c) < max(d / 2, 3.0) for c, d in truths)
-        review.set_status(f.id, "confirmed" if hit else "rejected")
+    counts = review_from_truth(review, truths)
     ws.save_review(vol.series_uid, review)
-    c = sum(f.status == "confirmed" for f in review.findings)
-    return c, len(review) - c
+    return counts
 
 
 def score(results, truths_by_scan, threshold=0.5):
@@ -99,7 +96,7 @@ def part_a(device, out: Path) -> None:
 
             vol = open_volume(path)
             res = base.run(vol)
-            c, r = review_from_truth(ws, vol, path, res, [(n.center_xyz, n.diameter_mm) for n in ph.nodules])
+            c, r = record_and_review(ws, vol, path, res, [(n.center_xyz, n.diameter_mm) for n in ph.nodules])
             print(f"  reviewed phantom {seed}: {c} confirmed, {r} rejected", flush=True)
         result, version = train_from_workspace(ws, "nodule", device)
     tuned = pipeline_with(version.path, device)
@@ -134,7 +131,7 @@ def part_b(device, out: Path) -> None:
     book = pipeline_with(str(cls), device, str(seg))
     before = book.run(vol)
     with Workspace(out / "ws-b") as ws:
-        c, r = review_from_truth(ws, vol, scan / "dicom", before, truths[vol.series_uid])
+        c, r = record_and_review(ws, vol, scan / "dicom", before, truths[vol.series_uid])
         result, version = train_from_workspace(ws, "nodule", device, model_path=str(cls))
     after = pipeline_with(version.path, device, str(seg)).run(vol)
     s0, f0, *_ = score({vol.series_uid: before}, truths)
@@ -157,7 +154,7 @@ def part_c(device, out: Path) -> None:
     times = []
     for k in range(3):
         with Workspace(out / f"ws-c{k}") as ws:
-            c, r = review_from_truth(ws, vol, path, res, [(n.center_xyz, n.diameter_mm) for n in ph.nodules])
+            c, r = record_and_review(ws, vol, path, res, [(n.center_xyz, n.diameter_mm) for n in ph.nodules])
             t0 = time.perf_counter()
             result, _ = train_from_workspace(ws, "nodule", device, model_path=str(pipeline_with(None, device).cls.path))
             times.append(time.perf_counter() - t0)

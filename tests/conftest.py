@@ -72,7 +72,8 @@ def reviewed_workspace(path, phantom_scans, flip=False):
         review = ws.load_review(vol.series_uid)
         for n in ph.nodules:
             review.add(sphere(n.center_xyz, n.diameter_mm, source="detector",
-                              status="rejected" if flip else "confirmed"))
+                              status="rejected" if flip else "confirmed",
+                              malignancy="malignant" if n.malignant else "benign"))
         lung = np.argwhere(ph.lung_mask)
         for k in rng.choice(len(lung), 12, replace=False):
             xyz = vol.irc_to_xyz(lung[k])

@@ -65,7 +65,7 @@ class TrainingPanel(QWidget):
         self.loss_curve = self.plot.plot([], [], pen=pg.mkPen((255, 170, 40), width=2), symbol="o", symbolSize=5,
                                          name="training loss")
         self.metric_curve = self.plot.plot([], [], pen=pg.mkPen((60, 220, 90), width=2), symbol="s", symbolSize=5,
-                                           name="validation")
+                                           name="validation CPM (nodule) / AUC (malignancy)")
         self.compare = QTableWidget(0, 3)
         self.compare.setHorizontalHeaderLabels(["on the validation scans", "parent", "new"])
         self.compare.verticalHeader().hide()
@@ -158,7 +158,6 @@ class TrainingPanel(QWidget):
         vals = [r.get("validation", {}).get(key) for r in self.history]
         if all(v is not None for v in vals):
             self.metric_curve.setData(epochs, vals)
-        self.metric_curve.opts["name"] = f"validation {key}"
 
     def finished(self, role: str, before: dict, after: dict, verdict: str, reason: str) -> None:
         self.start.setEnabled(True)

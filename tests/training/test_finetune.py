@@ -143,3 +143,36 @@ def test_a_cancelled_run_writes_nothing(phantom_scans, tmp_path, monkeypatch):
     assert not (user_model_dir() / "registry.json").exists()
     assert active_version("nodule").id == "demo-nodule"
     shutil.rmtree(tmp_path / "ws")
+
+
+def test_malignancy_learns_in_the_head_and_the_last_block_only(phantom_scans, tmp_path, monkeypatch):
+    """The book's chapter 14: start from the classifier, train the head and block 4; the rest,
+    batch-norm statistics included, stays the parent's."""
+    from lungview.models.checkpoint import load_checkpoint
+
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "home"))
+    ws = reviewed_workspace(tmp_path / "ws", phantom_scans)
+    data = training_data(ws, "malignancy")
+    labels = [e.label for ex in data.examples.values() for e in ex]
+    assert 0 < sum(labels) < len(labels)  # benign and malignant nodules from the review
+    result, version = train_from_workspace(ws, "malignancy", CPU, Settings(epochs=1, steps_per_epoch=3, batch=8))
+    ws.close()
+    assert version.role == "malignancy" and version.parent == "demo-malignancy"
+    assert "auc" in result.after or result.after == {}
+    from lungview.models.versions import get_version
+
+    before = load_checkpoint(get_version("demo-malignancy").path, "malignancy").module.state_dict()
+    after = load_checkpoint(version.path, "malignancy").module.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(("head_linear.", "block4.")) for k in moved), sorted(moved)
+
+
+def test_review_from_truth_confirms_what_lies_on_a_nodule():
+    from lungview.training.finetune import review_from_truth
+
+    r = Review("1.2.3")
+    on = r.add(sphere((10.0, 0.0, 0.0), 6.0, source="detector"))
+    near = r.add(sphere((0.0, 2.5, 0.0), 4.0, source="detector"))  # within 3 mm of a 4 mm nodule's centre
+    off = r.add(sphere((40.0, 0.0, 0.0), 6.0, source="detector"))
+    assert review_from_truth(r, [((12.0, 0.0, 0.0), 8.0), ((0.0, 0.0, 0.0), 4.0)]) == (2, 1)
+    assert [r.get(f.id).status for f in (on, near, off)] == ["confirmed", "confirmed", "rejected"]
