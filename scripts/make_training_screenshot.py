@@ -55,11 +55,12 @@ def main() -> int:
             review_from_truth(review, [(n.center_xyz, n.diameter_mm) for n in ph.nodules])
             ws.save_review(vol.series_uid, review)
             first = first or path
-    _app = QApplication.instance() or QApplication(sys.argv[:1])  # kept alive while the window lives
+    app = QApplication.instance() or QApplication(sys.argv[:1])
     w = MainWindow(Options(interactive=False, device="cpu", detect=False, workspace=str(tmp / "ws")),
                    QSettings(str(tmp / "s.ini"), QSettings.IniFormat))
     w.resize(1500, 950)
     w.show()
+    app.processEvents()
     w.activateWindow()
     for _ in range(50):
         if w.isActiveWindow():
