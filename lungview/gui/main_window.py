@@ -415,12 +415,14 @@ class MainWindow(TrainingMixin, WorkspaceMixin, PaintMixin, ReviewMixin, Opening
             detections=result.detections, prob=result.prob, models=models,
             lung_small=None if lung is None else lung.small, lung_step=1 if lung is None else lung.step,
             device=record["device"], demo_on_real_scan=demo and not is_phantom_uid(vol.series_uid)))
-        self.merge_detections(result.detections)
+        rerun = self.merge_detections(result.detections)
         self.save_detections(vol, record)
         for note in result.notes:
             self.banner.add_notice(note, "info" if not self.banner.notices else "warning")
         total = sum(result.timings_s.values())
-        self.message.setText(f"detected in {total:.1f} s")
+        self.message.setText(f"detected in {total:.1f} s" + (
+            "" if rerun is None else f"; against the last run: {rerun['new']} new, {rerun['gone']} gone, "
+            f"{rerun['up'] + rerun['down']} with p_nodule moved by more than 0.2 (marked in the table)"))
         self.message.setToolTip(f"{result.candidates} candidates in {total:.1f} s on {info.name}: "
                                 + ", ".join(f"{k} {v:.2f} s" for k, v in result.timings_s.items()))
         if not self.options.interactive:  # screenshots: show the most likely nodule in every view

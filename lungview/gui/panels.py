@@ -20,6 +20,9 @@ TIPS = ("review status: · unreviewed, ✓ confirmed, ✗ rejected, ? unsure (A 
         "the classifier's probability of a nodule", "the malignancy model's probability (— without one)",
         "equivalent-sphere diameter, mm (LUNA16's diameter_mm)", "long and short axis in the axial plane, mm",
         "x, mm (patient, LPS)", "y, mm", "z, mm")
+RERUN_MARK = {"new": " new", "gone": " gone", "up": " ↑", "down": " ↓"}
+RERUN_TEXT = {"new": "a new finding", "gone": "no longer reported (its p_nodule is the earlier run's)",
+              "up": "p_nodule up by more than 0.2", "down": "p_nodule down by more than 0.2"}
 STATUS_MARK = {"unreviewed": "·", "confirmed": "✓", "rejected": "✗", "unsure": "?"}
 TYPE_SHORT = {"solid": "solid", "part-solid": "part", "ground-glass": "GGN", "calcified": "calc"}
 MAL_SHORT = {"unknown": "—", "benign": "ben", "malignant": "mal"}
@@ -202,8 +205,12 @@ class DetectionsPanel(QWidget):
         tip = (f"{d.status}, {d.type}, {d.malignancy}" + (f", Lung-RADS {rads}" if rads else "")
                + f" — {d.source}\n{size}; centre ({x:.1f}, {y:.1f}, {z:.1f}) mm"
                + (f"\nnote: {d.note}" if d.note else "") + "".join(f"\n{n}" for n in d.notes))
+        change = self.state.rerun.get(d.id)
+        if change:
+            tip += f"\nthe last re-run of detection: {RERUN_TEXT[change]}"
         for j, (v, text) in enumerate(values):
-            item = _NumberItem(float(v), text + (" ⚠" if j == 4 and d.notes else ""))
+            item = _NumberItem(float(v), text + (" ⚠" if j == 4 and d.notes else "")
+                               + (RERUN_MARK[change] if j == 4 and change else ""))
             item.setData(Qt.UserRole, i)
             item.setToolTip(tip)
             if j == 5:

@@ -135,11 +135,17 @@ class ReviewMixin:
                              else "added a point (size not measured)")
 
     # -- detection results -----------------------------------------------------------------
-    def merge_detections(self, detections: list[Detection]) -> None:
-        """New candidates join as unreviewed findings; the reader's work stays as it is."""
+    def merge_detections(self, detections: list[Detection]) -> dict | None:
+        """New candidates join as unreviewed findings; the reader's work stays as it is. After a
+        re-run, the counts of what changed (the table marks each)."""
         keep = [d for d in detections if d.p_nodule >= REVIEW_FLOOR_P]
-        matched, added = self.state.review.merge_detections(keep)
+        had = len(self.state.review) > 0
+        changes: dict = {}
+        matched, added = self.state.review.merge_detections(keep, changes=changes)
         self.message.setToolTip(self.message.toolTip() + f"\n{added} new finding(s), {matched} known one(s) updated")
+        if had:  # a re-run (other models, say): the table marks what changed
+            return self.state.set_rerun_changes(changes)
+        return None
 
     # -- File → Import / Export ----------------------------------------------------------------
     def import_files(self, paths: list[str] | None = None) -> None:

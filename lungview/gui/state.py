@@ -84,6 +84,7 @@ class ViewerState:
         self.paint_hu: tuple[float, float] | None = None  # paint only voxels in this HU range
         self.masks_visible = True
         self.masks_changed = Event()  # voxels of a mask changed (a stroke in progress, undo, a fill)
+        self.rerun: dict[str, str] = {}  # after a re-run of detection: finding id -> what changed
         self.volume_changed = Event()
         self.cursor_changed = Event()
         self.window_changed = Event()
@@ -97,6 +98,7 @@ class ViewerState:
     # -- volume and cursor -------------------------------------------------------------
     def set_volume(self, vol: CtVolume, review: Review | None = None) -> None:
         self.volume = vol
+        self.rerun = {}
         self.findings = Findings()
         review = review if review is not None else Review(vol.series_uid)  # (an empty one is falsy)
         if review.masks is None:
@@ -145,6 +147,19 @@ class ViewerState:
     def _edited(self, ids) -> None:
         self._edits += 1
         self.review_changed.emit()
+
+    def set_rerun_changes(self, changes: dict, moved_by: float = 0.2) -> dict[str, int]:
+        """What a re-run of detection changed, for the table: new findings, the detector's findings
+        it no longer reports ("gone"), and p_nodule moved by more than `moved_by` ("up"/"down").
+        Returns the counts."""
+        out = {fid: "new" for fid in changes.get("added", [])}
+        out.update({fid: "gone" for fid in changes.get("gone", [])})
+        for fid, (old, new) in changes.get("matched", {}).items():
+            if old is not None and new is not None and abs(new - old) > moved_by:
+                out[fid] = "up" if new > old else "down"
+        self.rerun = out
+        self.findings_changed.emit()  # (the table rewrites every row)
+        return {k: sum(v == k for v in out.values()) for k in ("new", "gone", "up", "down")}
 
     def below_threshold(self, f: Finding) -> bool:
         """An unreviewed detector finding under the slider: hidden (reviewed and added ones never are)."""

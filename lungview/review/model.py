@@ -300,11 +300,14 @@ class Review:
         self.get(fid)
         return self.record_mask(fid, self.masks.replace(fid, box, crop), name)
 
-    def merge_detections(self, detections: list[Detection], name: str = "Detection results") -> tuple[int, int]:
+    def merge_detections(self, detections: list[Detection], name: str = "Detection results",
+                         changes: dict | None = None) -> tuple[int, int]:
         """Brings a detection run in: a detection within the radius of a finding (the larger of
         the two, at least 3 mm) updates that finding's machine fields, except those the reader
         set; the others arrive as new unreviewed findings. Decisions are never touched; findings
-        the run no longer reports stay. Returns (matched, added)."""
+        the run no longer reports stay. Returns (matched, added); `changes`, when given, receives
+        what the run changed: "added" (ids), "matched" ({id: (p_nodule before, after)}) and "gone"
+        (the detector's findings this run did not report)."""
         after: dict[str, Finding | None] = {}
         order = list(self._order)
         taken: set[str] = set()
@@ -327,6 +330,10 @@ class Review:
                 keep |= set(SIZE_FIELDS)  # a reader's size is one whole
             machine = {k: getattr(fresh, k) for k in MACHINE_FIELDS if k not in keep}
             after[best.id] = replace(best, **machine)
+        if changes is not None:
+            changes["added"] = [i for i in after if i not in taken]
+            changes["matched"] = {i: (self._findings[i].p_nodule, after[i].p_nodule) for i in taken}
+            changes["gone"] = [f.id for f in self.findings if f.source == DETECTOR and f.id not in taken]
         self._commit(name, after, order)
         return len(taken), len(after) - len(taken)
 

@@ -151,3 +151,16 @@ def menu_action(w, text):
 
     (action,) = [a for a in w.findChildren(QAction) if a.text() == text]
     return action
+
+
+def test_a_rerun_marks_what_changed_in_the_table(qtbot, reading):
+    w, _, _, _ = reading
+    with qtbot.waitSignal(w.detection_done, timeout=120000):
+        qtbot.keyClick(w, Qt.Key_D, Qt.ControlModifier)  # the same models again: nothing moves
+    assert "against the last run: 0 new, 0 gone, 0 with p_nodule moved" in w.message.text()
+    rows = w.state.visible()
+    a, b, c = rows[0].id, rows[1].id, rows[2].id
+    counts = w.state.set_rerun_changes({"added": [a], "gone": [b], "matched": {c: (0.1, 0.9), a: (0.5, 0.6)}})
+    assert counts == {"new": 1, "gone": 1, "up": 1, "down": 0}
+    assert cell(w, a, "p_nod").endswith(" new") and cell(w, b, "p_nod").endswith(" gone")
+    assert cell(w, c, "p_nod").endswith(" ↑")

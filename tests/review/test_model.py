@@ -133,3 +133,13 @@ def test_listeners_hear_of_an_undo_after_it_can_be_redone():
     r.undo()
     r.redo()
     assert heard == [("Confirm nodule", None), ("Add nodule", "Confirm nodule"), ("Confirm nodule", None)]
+
+
+def test_a_rerun_says_what_it_changed():
+    r = Review("1.2")
+    r.merge_detections([det(0.0, p=0.9), det(50.0, p=0.6)])
+    first, second = r.findings
+    changes = {}
+    r.merge_detections([det(0.5, p=0.2), det(100.0, p=0.7)], changes=changes)
+    (new,) = [f for f in r.findings if f.center_xyz[0] == 100.0]
+    assert changes == {"added": [new.id], "matched": {first.id: (0.9, 0.2)}, "gone": [second.id]}
