@@ -9,11 +9,12 @@ import time
 
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QDoubleSpinBox, QFormLayout, QHBoxLayout,
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                                QHeaderView, QLabel, QProgressBar, QPushButton, QSpinBox, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from lungview.core import LungViewError
+from lungview.gui.widgets import add_dock
 
 METRICS = {"nodule": (("sensitivity", "{:.2f}"), ("fp_per_scan", "{:.2f}"), ("cpm", "{:.3f}")),
            "malignancy": (("auc", "{:.3f}"),)}
@@ -199,17 +200,8 @@ class TrainingMixin:
 
     def _training_dock(self, view_menu) -> None:
         self.training_panel = TrainingPanel()
-        self.training_dock = QDockWidget("Training", self)
-        self.training_dock.setObjectName("training")
-        self.training_dock.setWidget(self.training_panel)
-        self.addDockWidget(Qt.RightDockWidgetArea, self.training_dock)
-        self.training_dock.hide()
-        toggle = self.training_dock.toggleViewAction()
-        toggle.setText("Training panel")
-        toggle.setShortcut("Ctrl+T")
-        view_menu.addAction(toggle)
-        self.addAction(toggle)
-        self.training_dock.visibilityChanged.connect(self._training_shown)
+        self.training_dock = add_dock(self, "Training", self.training_panel, Qt.RightDockWidgetArea, "Ctrl+T",
+                                      view_menu, self.refresh_training, 480)
         self.training_panel.role.currentTextChanged.connect(lambda _: self.refresh_training())
         self.training_panel.start_requested.connect(self.start_training)
         self.training_panel.stop_requested.connect(self.stop_training)
@@ -218,11 +210,6 @@ class TrainingMixin:
         self._relay = _Relay()
         self._relay.epoch.connect(lambda rec: self.training_panel.add_epoch(rec, self._training_role))
         self._training_role = "nodule"
-
-    def _training_shown(self, shown: bool) -> None:
-        if shown:
-            self.resizeDocks([self.training_dock], [480], Qt.Horizontal)
-            self.refresh_training()
 
     def refresh_training(self) -> None:
         from lungview.cli_train import _entry

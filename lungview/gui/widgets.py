@@ -4,7 +4,7 @@ window/level boxes with typed entry."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QDoubleSpinBox, QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
+from PySide6.QtWidgets import QDockWidget, QDoubleSpinBox, QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from lungview.gui.state import ViewerState
 
@@ -89,3 +89,26 @@ class WindowLevelBox(QWidget):
 
     def _typed(self) -> None:
         self.state.set_window(self.center.value(), self.width_box.value())
+
+
+def add_dock(window, title: str, widget: QWidget, area, shortcut: str, menu, shown, width: int) -> QDockWidget:
+    """A hidden dock holding `widget`, toggled from `menu` and by `shortcut` ("Title panel");
+    when shown it takes `width` pixels and `shown()` runs (a refresh)."""
+    dock = QDockWidget(title, window)
+    dock.setObjectName(title.lower())
+    dock.setWidget(widget)
+    window.addDockWidget(area, dock)
+    dock.hide()
+    toggle = dock.toggleViewAction()
+    toggle.setText(f"{title} panel")
+    toggle.setShortcut(shortcut)
+    menu.addAction(toggle)
+    window.addAction(toggle)
+
+    def visibility(visible: bool) -> None:
+        if visible:
+            window.resizeDocks([dock], [width], Qt.Horizontal)
+            shown()
+
+    dock.visibilityChanged.connect(visibility)
+    return dock

@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QDockWidget, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from lungview.core import LungViewError
 from lungview.core.jobs import Cancelled
 from lungview.io.itk import ITK_SUFFIXES
 from lungview.gui.state import REVIEW_FLOOR_P
+from lungview.gui.widgets import add_dock
 
 COLUMNS = ("scan", "status", "findings", "reviewed", "confirmed", "masks", "path")
 
@@ -91,27 +92,13 @@ class WorkspaceMixin:
 
     def _workspace_dock(self, view_menu) -> None:
         self.workspace_panel = WorkspacePanel()
-        self.workspace_dock = QDockWidget("Workspace", self)
-        self.workspace_dock.setObjectName("workspace")
-        self.workspace_dock.setWidget(self.workspace_panel)
-        self.addDockWidget(Qt.LeftDockWidgetArea, self.workspace_dock)
-        self.workspace_dock.hide()
-        toggle = self.workspace_dock.toggleViewAction()
-        toggle.setText("Workspace panel")
-        toggle.setShortcut("Ctrl+Shift+W")
-        view_menu.addAction(toggle)
-        self.addAction(toggle)
-        self.workspace_dock.visibilityChanged.connect(self._workspace_shown)
+        self.workspace_dock = add_dock(self, "Workspace", self.workspace_panel, Qt.LeftDockWidgetArea,
+                                       "Ctrl+Shift+W", view_menu, self.refresh_workspace, 460)
         self.workspace_panel.open_requested.connect(lambda path, uid: self.open_path(path, series=uid))
         self.workspace_panel.add_folder_requested.connect(lambda: self.add_folder())
         self.workspace_panel.detect_all_requested.connect(self.detect_all)
         self.state.review_changed.connect(self._refresh_current)
         self.job_done: dict[int, object] = {}  # job id -> what to do with its result (these jobs)
-
-    def _workspace_shown(self, shown: bool) -> None:
-        if shown:
-            self.resizeDocks([self.workspace_dock], [460], Qt.Horizontal)
-            self.refresh_workspace()
 
     def refresh_workspace(self) -> None:
         ws = self.workspace
