@@ -42,6 +42,8 @@ def _metrics_line(m: dict) -> str:
         return "-"
     if "auc" in m:
         return "AUC -" if m["auc"] is None else f"AUC {m['auc']:.3f}"
+    if "dice" in m:
+        return "Dice -" if m["dice"] is None else f"Dice {m['dice']:.3f} ({m['crops']} crops)"
     return (f"sensitivity {m['sensitivity']:.2f} ({m['true_positives']}/{m['nodules']}), "
             f"{m['fp_per_scan']:.2f} FP/scan, CPM {m['cpm']:.3f}")
 
@@ -54,8 +56,6 @@ def cmd_train(args) -> int:
     from lungview.review.workspace import Workspace
     from lungview.training.finetune import Settings, train_from_workspace
 
-    if args.role == "segmentation":
-        raise LungViewError("fine-tuning the segmentation model is not there yet: train nodule or malignancy")
     if args.epochs < 1:
         raise LungViewError(f"--epochs must be at least 1, not {args.epochs}")
     device = resolve_device(args.device)

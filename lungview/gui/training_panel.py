@@ -17,7 +17,7 @@ from lungview.core import LungViewError
 from lungview.gui.widgets import add_dock
 
 METRICS = {"nodule": (("sensitivity", "{:.2f}"), ("fp_per_scan", "{:.2f}"), ("cpm", "{:.3f}")),
-           "malignancy": (("auc", "{:.3f}"),)}
+           "malignancy": (("auc", "{:.3f}"),), "segmentation": (("dice", "{:.3f}"),)}
 
 
 class _Relay(QObject):
@@ -36,8 +36,7 @@ class TrainingPanel(QWidget):
         from lungview.training.finetune import BOOK_LR
 
         self.role = QComboBox()
-        self.role.addItems(["nodule", "malignancy"])
-        self.role.setToolTip("segmentation fine-tuning comes later")
+        self.role.addItems(["nodule", "malignancy", "segmentation"])
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 200)
         self.epochs.setValue(5)
@@ -66,7 +65,7 @@ class TrainingPanel(QWidget):
         self.loss_curve = self.plot.plot([], [], pen=pg.mkPen((255, 170, 40), width=2), symbol="o", symbolSize=5,
                                          name="training loss")
         self.metric_curve = self.plot.plot([], [], pen=pg.mkPen((60, 220, 90), width=2), symbol="s", symbolSize=5,
-                                           name="validation CPM (nodule) / AUC (malignancy)")
+                                           name="validation CPM / AUC / Dice")
         self.compare = QTableWidget(0, 3)
         self.compare.setHorizontalHeaderLabels(["on the validation scans", "parent", "new"])
         self.compare.verticalHeader().hide()

@@ -97,6 +97,7 @@ class LoadedModel:
     path: str
     sha256: str
     source: str  # "book", "lungview"
+    kwargs: dict = field(default_factory=dict)  # the architecture's arguments (to save a fine-tuned copy)
 
     @property
     def label(self) -> str:
@@ -184,7 +185,8 @@ def load_checkpoint(path: str | os.PathLike, role: str | None = None) -> LoadedM
             detail = str(exc).splitlines()[-1].strip()[:160]
         raise CheckpointError(path, f"weights do not fit {arch}: {detail}") from None
     module.eval()
-    return LoadedModel(module=module, card=card, path=str(path), sha256=file_sha256(path), source=source)
+    return LoadedModel(module=module, card=card, path=str(path), sha256=file_sha256(path), source=source,
+                       kwargs=dict(kwargs))
 
 
 def save_checkpoint(path: str | os.PathLike, module: nn.Module, card: ModelCard, kwargs: dict) -> Path:

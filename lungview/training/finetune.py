@@ -26,9 +26,13 @@ from lungview.inference.evaluate import ScoredDetection, Truth, evaluate, malign
 from lungview.inference.grid import model_slice_spacing, resample_z
 from lungview.models.checkpoint import LoadedModel
 
-ROLES = ("nodule", "malignancy")  # the roles with a recipe here (segmentation: the next step)
+ROLES = ("nodule", "malignancy", "segmentation")
 VALIDATION_SHARE = 0.2
 BOOK_AUGMENTATION = {"flip": True, "offset": 0.1, "scale": 0.2, "rotate": True, "noise": 25.0}  # p2ch12
+# p2ch13's SegmentationAugmentation (the book's segmentation training): flip, offset 0.03, scale 0.2,
+# rotation, noise 25 HU, on 64 x 64 crops
+BOOK_SEG_AUGMENTATION = {"flip": True, "offset": 0.03, "scale": 0.2, "rotate": True, "noise": 25.0}
+SEG_CROP = 64
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,22 @@ class Example:
     diameter_mm: float = 0.0
 
 
-def examples_of(review, detections: dict | None, role: str, reviewed: bool) -> list[Example]:
+def examples_of(review, detections: dict | None, role: str, reviewed: bool,
+                masked: set[str] | frozenset = frozenset()) -> list[Example]:
     """A scan's examples. Nodule: confirmed findings and the reader's own (not rejected) are
     positives, rejected ones negatives; in a reviewed scan, the detector's candidates that no
-    finding covers are negatives too. Malignancy: confirmed nodules labelled benign or malignant."""
+    finding covers are negatives too. Malignancy: confirmed nodules labelled benign or malignant.
+    Segmentation: findings with a mask (`masked`: painted, filled or an LIDC read's), rejected
+    findings as crops where nothing should be marked."""
     out = []
     uid = review.series_uid
     for f in review.findings:
+        if role == "segmentation":
+            if f.status == "rejected":
+                out.append(Example(uid, f.center_xyz, 0, "rejected", f.diameter_mm))
+            elif f.id in masked:
+                out.append(Example(uid, f.center_xyz, 1, "mask", f.diameter_mm))
+            continue
         if role == "malignancy":
             if f.status == "confirmed" and f.malignancy in ("benign", "malignant"):
                 out.append(Example(uid, f.center_xyz, int(f.malignancy == "malignant"), f.malignancy, f.diameter_mm))
@@ -110,6 +123,7 @@ class TrainingData:
     examples: dict[str, list[Example]]  # per scan
     sides: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    masks_of: object = None  # segmentation: (uid, vol) -> the scan's Masks
 
     def scans(self, side: str) -> list[str]:
         return [u for u in self.examples if self.sides.get(u) == side]
@@ -132,7 +146,15 @@ def training_data(ws, role: str, requested_validation: list[str] | None = None) 
     for e in ws.scans():
         review = ws.load_review(e.series_uid)
         reviewed = ws.status(e.series_uid, review) == "reviewed"
-        ex = examples_of(review, ws.load_detections(e.series_uid), role, reviewed)
+        masked = frozenset()
+        if role == "segmentation":
+            from lungview.review.masks import Masks
+
+            path = ws.folder(e.series_uid) / "masks.npz"
+            masked = frozenset(Masks.ids_in(path)) if path.is_file() else frozenset()
+        ex = examples_of(review, ws.load_detections(e.series_uid), role, reviewed, masked)
+        if role == "segmentation" and not any(x.label for x in ex):
+            continue  # no mask in this scan: nothing to learn the outline from
         if ex:
             examples[e.series_uid] = ex
     if role == "nodule":
@@ -141,8 +163,11 @@ def training_data(ws, role: str, requested_validation: list[str] | None = None) 
     for u in requested_validation or []:
         if u not in examples:
             raise LungViewError(f"scan {u} has no training examples (or is not in {ws.root})")
+    if role == "segmentation":
+        notes.append("the U-Net learns from findings with a mask; rejected findings are crops where nothing "
+                     "should be marked")
     sides = split_scans(list(examples), ws.splits(), requested_validation)
-    return TrainingData(role, examples, sides, notes)
+    return TrainingData(role, examples, sides, notes, masks_of=ws.load_masks)
 
 
 # -- the book's augmentation -----------------------------------------------------------------
@@ -198,6 +223,95 @@ def crops_of(examples: list[Example], open_scan, card) -> tuple[np.ndarray, np.n
     return (np.stack(xs) if xs else np.zeros(shape, np.float32)), np.array(ys, dtype=np.int64)
 
 
+def seg_crops(examples: list[Example], open_scan, open_masks, card, rng: np.random.Generator | None,
+              per_example: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """U-Net inputs (N, 2 context + 1, 64, 64), cut by inference's own function from the scan as
+    the model sees it, and targets (N, 1, 64, 64): the workspace's masks on that slice. With `rng`,
+    `per_example` crops per example at random slices through it and random shifts (the book's
+    64 x 64 crops from around the nodule); without, one centred crop on its middle slice."""
+    from lungview.inference.segmentation import segmentation_input
+
+    xs, ys = [], []
+    half = SEG_CROP // 2
+    by_scan: dict[str, list[Example]] = {}
+    for e in examples:
+        by_scan.setdefault(e.scan, []).append(e)
+    for uid, ex in by_scan.items():
+        vol = open_scan(uid)
+        work = model_view(vol, card)
+        labels = open_masks(uid, vol).labels
+        scale = work.spacing_xyz[2] / vol.spacing_xyz[2]  # model slice -> scan slice (same origin)
+        for e in ex:
+            c = work.xyz_to_irc(np.asarray(e.center_xyz))
+            for _ in range(per_example if rng is not None else 1):
+                k, r, col = (int(round(v)) for v in c)
+                if rng is not None:
+                    if e.label:
+                        k = int(round(c[0] + rng.uniform(-0.5, 0.5) * e.diameter_mm / work.spacing_xyz[2]))
+                    r += int(rng.integers(-half // 2, half // 2 + 1))
+                    col += int(rng.integers(-half // 2, half // 2 + 1))
+                k = int(np.clip(k, 0, work.shape[0] - 1))
+                r = int(np.clip(r, half, work.shape[1] - half))
+                col = int(np.clip(col, half, work.shape[2] - half))
+                box = (r - half, r + half, col - half, col + half)
+                xs.append(segmentation_input(work.hu, k, box, card))
+                native = int(np.clip(round(k * scale), 0, vol.shape[0] - 1))
+                target = np.zeros((SEG_CROP, SEG_CROP), np.float32) if labels is None else \
+                    (labels[native, box[0]:box[1], box[2]:box[3]] > 0).astype(np.float32)
+                ys.append(target[None])
+    if not xs:
+        return np.zeros((0, 2 * card.context + 1, SEG_CROP, SEG_CROP), np.float32), np.zeros((0, 1, SEG_CROP, SEG_CROP),
+                                                                                           np.float32)
+    return np.stack(xs), np.stack(ys)
+
+
+def augment2d(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, aug: dict = BOOK_SEG_AUGMENTATION):
+    """The book's SegmentationAugmentation on (N, C, H, W) inputs and (N, 1, H, W) targets: the
+    same random flip, offset, scale and rotation for both (the target re-thresholded at 0.5), noise
+    on the input only."""
+    mats = []
+    for _ in range(x.shape[0]):
+        t = np.eye(3)
+        for i in range(2):
+            if aug.get("flip") and rng.random() > 0.5:
+                t[i, i] *= -1
+            if aug.get("offset"):
+                t[i, 2] = aug["offset"] * (rng.random() * 2 - 1)
+            if aug.get("scale"):
+                t[i, i] *= 1.0 + aug["scale"] * (rng.random() * 2 - 1)
+        if aug.get("rotate"):
+            a = rng.random() * math.pi * 2
+            sn, cs = math.sin(a), math.cos(a)
+            t = t @ np.array([[cs, -sn, 0], [sn, cs, 0], [0, 0, 1]])
+        mats.append(t[:2])
+    theta = torch.tensor(np.stack(mats), dtype=torch.float32, device=x.device)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    y = (F.grid_sample(y, grid, padding_mode="border", align_corners=False) > 0.5).float()
+    if aug.get("noise"):
+        x = x + torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32)).to(x.device) * aug["noise"]
+    return x, y
+
+
+def dice(pred: np.ndarray, target: np.ndarray) -> float | None:
+    """Dice of the prediction thresholded at 0.5 against the target, over all pixels; None
+    without a marked pixel in either."""
+    p, t = pred >= 0.5, target >= 0.5
+    total = int(p.sum() + t.sum())
+    return None if total == 0 else float(2 * (p & t).sum() / total)
+
+
+def _seg_predict(model, x: np.ndarray, device: DeviceInfo, batch: int = 32) -> np.ndarray:
+    out = []
+    model = model.to(device.device).eval()
+    with torch.inference_mode():
+        for k in range(0, len(x), batch):
+            t = torch.from_numpy(x[k:k + batch]).to(device.device)
+            with autocast(device) if device.device.type != "cpu" else contextlib.nullcontext():
+                out.append(model(t).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1, SEG_CROP, SEG_CROP), np.float32)
+
+
 # -- evaluation and verdict -------------------------------------------------------------------
 def scores(model: torch.nn.Module, x: np.ndarray, device: DeviceInfo, batch: int = 64) -> np.ndarray:
     """p(class 1) for crops (N, D, H, W), as inference computes it."""
@@ -232,6 +346,12 @@ def verdict(before: dict, after: dict, role: str) -> tuple[str, str]:
     """accepted / refused, and why. Refused when worse than the parent beyond what one example
     can change: a nodule fewer found, or more false positives at equal or lower sensitivity;
     for malignancy an AUC lower by more than one pair's worth."""
+    if role == "segmentation":
+        if before.get("dice") is None or after.get("dice") is None:
+            return "refused", "the validation scans hold no mask: no comparison possible"
+        if after["dice"] < before["dice"] - 0.01:
+            return "refused", f"lower Dice on the validation scans: {after['dice']:.3f} against {before['dice']:.3f}"
+        return "accepted", f"Dice {after['dice']:.3f} against the parent's {before['dice']:.3f}"
     if role == "malignancy":
         if before.get("auc") is None or after.get("auc") is None:
             return "refused", "the validation scans lack benign or malignant examples: no comparison possible"
@@ -250,7 +370,8 @@ def verdict(before: dict, after: dict, role: str) -> tuple[str, str]:
 
 
 # -- the recipe ---------------------------------------------------------------------------------
-BOOK_LR = {"nodule": 0.001, "malignancy": 0.003}  # p2ch14 initOptimizer: SGD, 0.003 when fine-tuning
+BOOK_LR = {"nodule": 0.001, "malignancy": 0.003,  # p2ch14 initOptimizer: SGD, 0.003 when fine-tuning
+           "segmentation": 0.001}  # p2ch13: Adam with its default rate
 
 
 @dataclass
@@ -307,6 +428,8 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     `on_epoch(record)` after each epoch (the panel's curves). Cancel raises Cancelled: nothing is
     written here."""
     s = settings or Settings()
+    if data.role == "segmentation":
+        return _finetune_segmentation(data, parent, open_scan, device, s, progress, cancel, on_epoch)
     t0 = time.perf_counter()
     card = parent.card
     train = [e for u in data.scans("train") for e in data.examples[u]]
@@ -376,6 +499,67 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
                   asdict(s))
 
 
+def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceInfo, s: Settings,
+                           progress: ProgressCallback, cancel: CancelToken | None, on_epoch) -> Result:
+    """The U-Net on the book's 64 x 64 crops around masked nodules (and rejected findings, where
+    nothing should be marked), the book's Dice loss with recall weighting and its Adam; Dice on
+    the validation scans' masks before and after."""
+    from lungview.training.loops import dice_bce_loss
+
+    t0 = time.perf_counter()
+    train = [e for u in data.scans("train") for e in data.examples[u]]
+    val = [e for u in data.scans("validation") for e in data.examples[u]]
+    if not any(e.label for e in train):
+        raise LungViewError("the training scans hold no mask to learn from (paint one, fill one with G, or import "
+                            "an LIDC read)")
+    progress(0, 1, "cutting crops")
+    rng = np.random.default_rng(s.seed)
+    torch.manual_seed(s.seed)
+    masks = data.masks_of
+    x_train, y_train = seg_crops(train, open_scan, masks, parent.card, rng)
+    x_val, y_val = seg_crops(val, open_scan, masks, parent.card, None)
+    if cancel is not None:
+        cancel.check()
+    model = copy.deepcopy(parent.module).to(device.device)
+    s = replace(s, lr=s.lr or BOOK_LR["segmentation"], batch=min(s.batch, 16))
+    opt = torch.optim.Adam(model.parameters(), lr=s.lr)
+    measure = (lambda m: {"dice": dice(_seg_predict(m, x_val, device), y_val), "crops": len(x_val)})
+    before = measure(parent.module) if len(x_val) else None
+    steps = s.steps_per_epoch or max(4, math.ceil(len(x_train) / s.batch))
+    history, total = [], s.epochs * steps
+    for epoch in range(s.epochs):
+        model.train()
+        for m in _batch_norms(model):
+            m.eval()
+        losses = []
+        for step in range(steps):
+            pick = rng.choice(len(x_train), s.batch)
+            x, y = augment2d(torch.from_numpy(x_train[pick]).to(device.device),
+                             torch.from_numpy(y_train[pick]).to(device.device), rng)
+            with autocast(device) if device.device.type != "cpu" else contextlib.nullcontext():
+                pred = model(x)
+            loss = dice_bce_loss(pred, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            progress(epoch * steps + step + 1, total, f"epoch {epoch + 1}/{s.epochs}, loss {np.mean(losses):.3f}")
+            if cancel is not None:
+                cancel.check()
+        model.eval()
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
+        if len(x_val):
+            record["validation"] = measure(model)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    after = history[-1].get("validation")
+    v, why = ("refused", "no validation scan: no comparison is possible; activate it only by choice") \
+        if before is None else verdict(before, after, "segmentation")
+    return Result(model.to("cpu").eval(), history, before or {}, after or {}, v, why, data.counts(),
+                  time.perf_counter() - t0, asdict(s))
+
+
 # -- from a workspace to a registered model -------------------------------------------------------
 def parent_for(role: str, model_path: str | None = None) -> tuple[LoadedModel, str]:
     """The model a fine-tune starts from and its registry id: the active one of the role; for
@@ -390,8 +574,8 @@ def parent_for(role: str, model_path: str | None = None) -> tuple[LoadedModel, s
         v = active_version("nodule")
         if v is not None:
             model = load_checkpoint(v.path, "nodule")
-            return LoadedModel(model.module, replace(model.card, role="malignancy", name="malignancy head on "
-                                                     + model.card.name), model.path, model.sha256, model.source), v.id
+            return replace(model, card=replace(model.card, role="malignancy",
+                                               name="malignancy head on " + model.card.name)), v.id
     if v is None:
         raise LungViewError(f"no active {role} model to start from")
     return load_checkpoint(v.path, role), v.id
@@ -434,11 +618,12 @@ def train_from_workspace(ws, role: str, device: DeviceInfo, settings: Settings |
                        f"{counts['train']['positives']} positive and {counts['train']['negatives']} negative "
                        f"examples; validated on {counts['validation']['scans']} scan(s)"),
         metrics={"before": result.before, "after": result.after, "verdict": result.verdict, "reason": result.reason},
-        recipe={"name": f"book {role} fine-tune", "augmentation": BOOK_AUGMENTATION, **result.settings},
+        recipe={"name": f"book {role} fine-tune", **result.settings,
+                "augmentation": BOOK_SEG_AUGMENTATION if role == "segmentation" else BOOK_AUGMENTATION},
         trained_on={"workspace": str(ws.root), "scans": counts["per_scan"]}, device=device.name,
         seconds=round(result.seconds, 2))
     path = trained_path(model_id)
-    save_checkpoint(path, result.model, card, BOOK_KWARGS["LunaModel"])
+    save_checkpoint(path, result.model, card, parent.kwargs or BOOK_KWARGS[type(result.model).__name__])
     version = ModelVersion(id=model_id, role=role, path=str(path), parent=parent_id, parent_sha256=parent.sha256,
                            verdict=result.verdict, reason=result.reason,
                            metrics={"before": result.before, "after": result.after}, created=_now())

@@ -54,7 +54,7 @@ def test_train_errors_are_one_line(tmp_path, monkeypatch, capsys):
 
     Workspace(tmp_path / "ws").close()
     for argv, text in ((("--role", "nodule"), "no reviewed findings to learn nodule from"),
-                       (("--role", "segmentation"), "segmentation model is not there yet")):
+                       (("--role", "segmentation"), "no reviewed findings to learn segmentation from")):
         code, _, err = run(capsys, "train", "--workspace", str(tmp_path / "ws"), *argv)
         assert code == 2 and err.count("\n") == 1 and text in err, err
     code, _, err = run(capsys, "models", "use", "nodule-19990101")

@@ -176,3 +176,58 @@ def test_review_from_truth_confirms_what_lies_on_a_nodule():
     off = r.add(sphere((40.0, 0.0, 0.0), 6.0, source="detector"))
     assert review_from_truth(r, [((12.0, 0.0, 0.0), 8.0), ((0.0, 0.0, 0.0), 4.0)]) == (2, 1)
     assert [r.get(f.id).status for f in (on, near, off)] == ["confirmed", "confirmed", "rejected"]
+
+
+def test_segmentation_learns_from_the_masks(phantom_scans, tmp_path, monkeypatch):
+    """The U-Net fine-tuned on the workspace's masks: crops whose targets are the masks on their
+    slice, Dice before and after on the validation scan, a checkpoint that loads as a U-Net."""
+    from lungview.io import open_volume
+    from lungview.models.checkpoint import load_checkpoint
+    from lungview.models.registry import resolve_models
+    from lungview.review.masks import Masks
+    from lungview.training.finetune import dice, seg_crops
+
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "home"))
+    ws = reviewed_workspace(tmp_path / "ws", phantom_scans)
+    for ph, scan in phantom_scans:  # each nodule's mask: its voxels denser than -500 HU within its sphere
+        vol = open_volume(scan)
+        masks, review = Masks(vol), ws.load_review(vol.series_uid)
+        for f in review.findings:
+            if f.status == "confirmed":
+                c = np.rint(vol.xyz_to_irc(np.array(f.center_xyz))).astype(int)
+                half = np.ceil(f.diameter_mm / 2 / np.array(vol.spacing_irc)).astype(int)
+                box = tuple(slice(max(0, k - h), k + h + 1) for k, h in zip(c, half))
+                grid = np.ogrid[box]
+                ball = sum(((g - k) * sp) ** 2 for g, k, sp in zip(grid, c, vol.spacing_irc)) <= (f.diameter_mm / 2) ** 2
+                masks.replace(f.id, box, ball & (vol.hu[box] > -500))
+        ws.save_masks(vol.series_uid, masks)
+    data = training_data(ws, "segmentation")
+    assert data.counts()["train"]["positives"] == 6 and data.counts()["validation"]["positives"] == 3
+    # a centred crop's target is the mask on that slice, as the masks hold it
+    uid = data.scans("validation")[0]
+    ex = [e for e in data.examples[uid] if e.label][0]
+    vol = open_volume(ws.entry(uid).path)
+    card = load_checkpoint(resolve_models(use_user_dir=False)["segmentation"].path, "segmentation").card
+    x, y = seg_crops([ex], lambda u: vol, ws.load_masks, card, None)
+    assert x.shape == (1, 7, 64, 64) and y.shape == (1, 1, 64, 64) and y.sum() > 10
+    assert dice(y[0], y[0]) == 1.0 and dice(np.zeros_like(y), y) == 0.0 and dice(np.zeros(3), np.zeros(3)) is None
+    result, version = train_from_workspace(ws, "segmentation", CPU, Settings(epochs=1, steps_per_epoch=2, batch=4))
+    ws.close()
+    assert result.before["dice"] is not None and result.after["dice"] is not None
+    assert version.role == "segmentation" and version.parent == "demo-segmentation"
+    assert load_checkpoint(version.path, "segmentation").card.role == "segmentation"
+
+
+def test_segmentation_augmentation_moves_input_and_target_together():
+    from lungview.training.finetune import BOOK_SEG_AUGMENTATION, augment2d
+
+    y = torch.zeros(3, 1, 32, 32)
+    y[:, :, 5:12, 8:20] = 1.0
+    x = y.repeat(1, 7, 1, 1) * 1000.0
+    aug = {**BOOK_SEG_AUGMENTATION, "noise": 0.0}
+    xa, ya = augment2d(x, y, np.random.default_rng(4), aug)
+    assert torch.equal((xa[:, :1] > 500).float(), ya)  # the same geometry for both
+    assert not torch.equal(ya, y)  # and it did move them
+    xn, _ = augment2d(torch.zeros(2, 7, 32, 32), torch.zeros(2, 1, 32, 32), np.random.default_rng(5),
+                      {k: False for k in BOOK_SEG_AUGMENTATION} | {"noise": 25.0})
+    assert float(xn.std()) == pytest.approx(25.0, rel=0.05)
