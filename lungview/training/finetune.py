@@ -332,7 +332,8 @@ def evaluate_on(examples: list[Example], p: np.ndarray, role: str, threshold: fl
     labels = np.array([e.label for e in examples])
     if role == "malignancy":
         auc = malignancy_auc(p, labels)
-        return {"auc": auc, "examples": len(examples)}
+        return {"auc": auc, "examples": len(examples), "malignant": int(labels.sum()),
+                "benign": int(len(labels) - labels.sum())}
     scans = sorted({e.scan for e in examples})
     dets = [ScoredDetection(e.scan, e.center_xyz, float(q)) for e, q in zip(examples, p)]
     truths = [Truth(e.scan, e.center_xyz, max(e.diameter_mm, 3.0)) for e in examples if e.label == 1]
@@ -342,10 +343,18 @@ def evaluate_on(examples: list[Example], p: np.ndarray, role: str, threshold: fl
             "nodules": ev.nodules, "scans": ev.scans}
 
 
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil (1982): the standard error of an AUC from that many positives and negatives."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) \
+        / max(1, positives * negatives)
+    return float(math.sqrt(max(0.0, var)))
+
+
 def verdict(before: dict, after: dict, role: str) -> tuple[str, str]:
-    """accepted / refused, and why. Refused when worse than the parent beyond what one example
-    can change: a nodule fewer found, or more false positives at equal or lower sensitivity;
-    for malignancy an AUC lower by more than one pair's worth."""
+    """accepted / refused, and why. Refused when worse than the parent beyond the noise of that
+    many examples: a nodule fewer found, or more false positives at equal or lower sensitivity;
+    an AUC lower by more than its standard error; a Dice lower by more than 0.01."""
     if role == "segmentation":
         if before.get("dice") is None or after.get("dice") is None:
             return "refused", "the validation scans hold no mask: no comparison possible"
@@ -355,9 +364,12 @@ def verdict(before: dict, after: dict, role: str) -> tuple[str, str]:
     if role == "malignancy":
         if before.get("auc") is None or after.get("auc") is None:
             return "refused", "the validation scans lack benign or malignant examples: no comparison possible"
-        if after["auc"] < before["auc"] - 1e-9:
-            return "refused", f"lower AUC on the validation scans: {after['auc']:.3f} against {before['auc']:.3f}"
-        return "accepted", f"AUC {after['auc']:.3f} against the parent's {before['auc']:.3f}"
+        noise = auc_standard_error(before["auc"], before["malignant"], before["benign"])
+        if after["auc"] < before["auc"] - noise:
+            return "refused", (f"lower AUC on the validation scans: {after['auc']:.3f} against {before['auc']:.3f} "
+                               f"(more than its standard error {noise:.3f} with {before['malignant']} malignant "
+                               f"and {before['benign']} benign)")
+        return "accepted", f"AUC {after['auc']:.3f} against the parent's {before['auc']:.3f} (± {noise:.3f})"
     if after["true_positives"] < before["true_positives"]:
         return "refused", (f"lower sensitivity: {after['true_positives']} of {after['nodules']} nodules found, "
                            f"the parent found {before['true_positives']}")

@@ -231,3 +231,23 @@ def test_segmentation_augmentation_moves_input_and_target_together():
     xn, _ = augment2d(torch.zeros(2, 7, 32, 32), torch.zeros(2, 1, 32, 32), np.random.default_rng(5),
                       {k: False for k in BOOK_SEG_AUGMENTATION} | {"noise": 25.0})
     assert float(xn.std()) == pytest.approx(25.0, rel=0.05)
+
+
+def test_verdicts_worked_by_hand():
+    from lungview.training.finetune import auc_standard_error, verdict
+
+    # Hanley & McNeil by hand, AUC 0.9 with 50 and 50 cases: Q1 = 0.9 / 1.1 = 0.81818, Q2 = 1.62 / 1.9 = 0.85263,
+    # var = (0.09 + 49 (Q1 - 0.81) + 49 (Q2 - 0.81)) / 2500 = 2.57986 / 2500, SE = 0.03212
+    assert auc_standard_error(0.9, 50, 50) == pytest.approx(0.03212, abs=5e-5)
+    nod = dict(nodules=4, scans=2, sensitivity=0.75, fp_per_scan=1.0, cpm=0.7)
+    assert verdict({**nod, "true_positives": 3, "false_positives": 2},
+                   {**nod, "true_positives": 2, "false_positives": 0}, "nodule")[0] == "refused"  # a nodule lost
+    assert verdict({**nod, "true_positives": 3, "false_positives": 2},
+                   {**nod, "true_positives": 3, "false_positives": 3}, "nodule")[1].startswith("more false positives")
+    assert verdict({**nod, "true_positives": 3, "false_positives": 2},
+                   {**nod, "true_positives": 3, "false_positives": 1}, "nodule")[0] == "accepted"
+    mal = dict(malignant=5, benign=5)
+    assert verdict({"auc": 0.80, **mal}, {"auc": 0.75, **mal}, "malignancy")[0] == "accepted"  # within the noise
+    assert verdict({"auc": 0.90, **mal}, {"auc": 0.50, **mal}, "malignancy")[0] == "refused"
+    assert verdict({"dice": 0.70}, {"dice": 0.695}, "segmentation")[0] == "accepted"
+    assert verdict({"dice": 0.70}, {"dice": 0.60}, "segmentation")[0] == "refused"
