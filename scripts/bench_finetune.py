@@ -12,7 +12,7 @@
     corrections are learned, not a generalisation figure).
 (c) the time of one classifier fine-tune (5 epochs, the defaults) on one reviewed scan.
 
-    .venv/bin/python scripts/bench_finetune.py [--parts abc] [--device auto] [--out DIR]
+    .venv/bin/python scripts/bench_finetune.py [--parts abc] [--device auto] [--out DIR] [--lr LR] [--seed N]
 
 Models are registered in a temporary LungView home, never the user's.
 """
@@ -72,7 +72,7 @@ def pipeline_with(cls_path, device, seg_path=None, role_paths=None):
                     load_checkpoint(choice["nodule"].path, "nodule"), device, mal)
 
 
-def part_a(device, out: Path) -> None:
+def part_a(device, out: Path, settings=None) -> None:
     from lungview.review.workspace import Workspace
     from lungview.synthetic import write_phantom
     from lungview.training.finetune import train_from_workspace
@@ -98,7 +98,7 @@ def part_a(device, out: Path) -> None:
             res = base.run(vol)
             c, r = record_and_review(ws, vol, path, res, [(n.center_xyz, n.diameter_mm) for n in ph.nodules])
             print(f"  reviewed phantom {seed}: {c} confirmed, {r} rejected", flush=True)
-        result, version = train_from_workspace(ws, "nodule", device)
+        result, version = train_from_workspace(ws, "nodule", device, settings)
     tuned = pipeline_with(version.path, device)
     after = {ph.volume.series_uid: tuned.run(ph.volume) for ph in test}
     s0, f0, c0, tp0, n = score(before, truths)
@@ -106,7 +106,8 @@ def part_a(device, out: Path) -> None:
     print(f"(a) new site (noise {SITE['noise_hu']:.0f} HU, {SITE['slice_mm']} mm slices), 10 unseen phantoms, "
           f"{n} nodules, at p >= 0.5:")
     print(f"    demo models:          sensitivity {s0:.2f} ({tp0}/{n}), {f0:.2f} FP/scan, CPM {c0:.3f}")
-    print(f"    after fine-tuning on 3 reviewed phantoms ({result.seconds:.0f} s, {device.name}): "
+    print(f"    after fine-tuning on 3 reviewed phantoms ({result.seconds:.0f} s, {device.name}, "
+          f"lr {result.settings['lr']}, seed {result.settings['seed']}): "
           f"sensitivity {s1:.2f} ({tp1}/{n}), {f1:.2f} FP/scan, CPM {c1:.3f}")
     print(f"    false positives per scan x{f1 / f0:.2f}" if f0 else "    no false positives before")
     print(f"    the run's verdict on its validation scan: {version.verdict} ({version.reason}); "
@@ -169,6 +170,8 @@ def main() -> int:
     ap.add_argument("--parts", default="abc")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, help="where the phantoms and workspaces go (default: a temporary folder)")
+    ap.add_argument("--lr", type=float, help="(a): the fine-tune's learning rate (default the book's)")
+    ap.add_argument("--seed", type=int, default=0, help="(a): the fine-tune's seed")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="lungview-bench-finetune-"))
     os.environ["LUNGVIEW_HOME"] = str(out / "home")  # the models trained here never reach the user's
@@ -176,9 +179,14 @@ def main() -> int:
 
     device = resolve_device(args.device)
     print(f"device {device.name} (training in fp32 on CPUs, bf16 autocast on GPUs)", flush=True)
+    from lungview.training.finetune import Settings
+
     for part, fn in (("a", part_a), ("b", part_b), ("c", part_c)):
         if part in args.parts:
-            fn(device, out)
+            if part == "a":
+                fn(device, out, Settings(lr=args.lr, seed=args.seed))
+            else:
+                fn(device, out)
             sys.stdout.flush()
     return 0
 
