@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from lungview.core import LungViewError
+from lungview.gui.state import PLANES
 from lungview.review.masks import MaskChange, disk_indices
 from lungview.review.model import sphere
 
@@ -103,8 +104,6 @@ class PaintMixin:
     def _dab_line(self, fid: str, changes: list, a, b, plane: str) -> None:
         """Dabs from voxel a to b, half a radius apart, so that a fast drag leaves no gaps."""
         st = self.state
-        from lungview.gui.state import PLANES
-
         axis = PLANES.index(plane)
         spacing = np.asarray(st.volume.spacing_irc, dtype=np.float64)
         steps = max(1, int(np.ceil(np.linalg.norm((b - a) * spacing) / (0.5 * st.brush_mm))))

@@ -171,27 +171,35 @@ def training_data(ws, role: str, requested_validation: list[str] | None = None) 
 
 
 # -- the book's augmentation -----------------------------------------------------------------
-def augment(x: torch.Tensor, rng: np.random.Generator, aug: dict = BOOK_AUGMENTATION) -> torch.Tensor:
-    """The book's getCtAugmentedCandidate on a batch (N, 1, D, H, W): per sample a random flip,
-    offset and scale per axis and a rotation in the axial plane, applied with affine_grid and
-    grid_sample (border padding), then Gaussian noise of `noise` HU."""
-    n = x.shape[0]
+def _random_affines(n: int, dims: int, rng: np.random.Generator, aug: dict) -> np.ndarray:
+    """(n, dims, dims + 1) matrices for affine_grid, as the book draws them: per axis a flip, an
+    offset and a scale, then a rotation in the plane of the first two grid axes (x, y: the axial
+    plane)."""
     mats = []
     for _ in range(n):
-        t = np.eye(4)
-        for i in range(3):
+        t = np.eye(dims + 1)
+        for i in range(dims):
             if aug.get("flip") and rng.random() > 0.5:
                 t[i, i] *= -1
             if aug.get("offset"):
-                t[i, 3] = aug["offset"] * (rng.random() * 2 - 1)
+                t[i, dims] = aug["offset"] * (rng.random() * 2 - 1)
             if aug.get("scale"):
                 t[i, i] *= 1.0 + aug["scale"] * (rng.random() * 2 - 1)
         if aug.get("rotate"):
             a = rng.random() * math.pi * 2
-            s, c = math.sin(a), math.cos(a)
-            t = t @ np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
-        mats.append(t[:3])
-    theta = torch.tensor(np.stack(mats), dtype=torch.float32, device=x.device)
+            rot = np.eye(dims + 1)
+            rot[:2, :2] = [[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]
+            t = t @ rot
+        mats.append(t[:dims])
+    return np.stack(mats)
+
+
+def augment(x: torch.Tensor, rng: np.random.Generator, aug: dict = BOOK_AUGMENTATION) -> torch.Tensor:
+    """The book's getCtAugmentedCandidate on a batch (N, 1, D, H, W): per sample a random flip,
+    offset and scale per axis and a rotation in the axial plane, applied with affine_grid and
+    grid_sample (border padding), then Gaussian noise of `noise` HU."""
+    mats = _random_affines(x.shape[0], 3, rng, aug)
+    theta = torch.tensor(mats, dtype=torch.float32, device=x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
     if aug.get("noise"):
@@ -269,22 +277,8 @@ def augment2d(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, aug: d
     """The book's SegmentationAugmentation on (N, C, H, W) inputs and (N, 1, H, W) targets: the
     same random flip, offset, scale and rotation for both (the target re-thresholded at 0.5), noise
     on the input only."""
-    mats = []
-    for _ in range(x.shape[0]):
-        t = np.eye(3)
-        for i in range(2):
-            if aug.get("flip") and rng.random() > 0.5:
-                t[i, i] *= -1
-            if aug.get("offset"):
-                t[i, 2] = aug["offset"] * (rng.random() * 2 - 1)
-            if aug.get("scale"):
-                t[i, i] *= 1.0 + aug["scale"] * (rng.random() * 2 - 1)
-        if aug.get("rotate"):
-            a = rng.random() * math.pi * 2
-            sn, cs = math.sin(a), math.cos(a)
-            t = t @ np.array([[cs, -sn, 0], [sn, cs, 0], [0, 0, 1]])
-        mats.append(t[:2])
-    theta = torch.tensor(np.stack(mats), dtype=torch.float32, device=x.device)
+    mats = _random_affines(x.shape[0], 2, rng, aug)
+    theta = torch.tensor(mats, dtype=torch.float32, device=x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
     y = (F.grid_sample(y, grid, padding_mode="border", align_corners=False) > 0.5).float()
