@@ -134,7 +134,8 @@ def _read(path: Path) -> dict:
             raise CheckpointError(path, "refused: the file holds Python objects other than "
                                   "tensors (a checkpoint must be data, never code)") from None
         raise CheckpointError(path, "not a PyTorch checkpoint (unreadable pickle)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+            IndexError, KeyError, TypeError, AttributeError, MemoryError) as exc:  # garbage can raise any of these
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(path, f"not a PyTorch checkpoint or damaged ({first[:120]})") from None
     if not isinstance(data, dict):

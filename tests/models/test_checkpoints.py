@@ -1,6 +1,7 @@
 import os
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -107,7 +108,7 @@ def test_bad_checkpoint_files(tmp_path, case, pattern):
     if case == "empty":
         path.write_bytes(b"")
     elif case == "random":
-        path.write_bytes(os.urandom(2048))
+        path.write_bytes(np.random.default_rng(0).bytes(2048))
     elif case == "code":
         torch.save({"model_state": Evil()}, path)
     elif case == "tensor":
@@ -121,6 +122,20 @@ def test_bad_checkpoint_files(tmp_path, case, pattern):
     with pytest.raises(CheckpointError, match=pattern) as info:
         load_checkpoint(path, "segmentation")
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_garbage_always_gives_one_clear_line(tmp_path):
+    """Random bytes, and random bytes after a pickle header (deep into the unpickler, where
+    garbage raises IndexError, KeyError, ...): never a traceback, always the file and the problem."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "garbage.pt"
+    for k in range(300):
+        head = (b"\x80\x02", b"\x80\x04\x95", b"PK\x03\x04", b"")[k % 4]
+        path.write_bytes(head + rng.bytes(int(rng.integers(1, 600))))
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path, "segmentation")
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_wrong_role_is_refused():
