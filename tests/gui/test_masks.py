@@ -72,6 +72,11 @@ def test_brush_eraser_radius_and_undo(qtbot, painting):
     drag(qtbot, axial, (i, r + 6, c), (i, r + 18, c), steps=4)
     assert 0 < masks.count(fid) < painted and masks.labels[i, r + 12, c] == 0
     assert w.undo_action.text() == "Undo Erase mask"
+    erased = masks.count(fid)
+    qtbot.keyClick(w, Qt.Key_Z, Qt.ControlModifier)
+    assert masks.count(fid) == painted
+    qtbot.keyClick(w, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert masks.count(fid) == erased
     # the ruler turns painting off, and the menus follow
     qtbot.keyClick(w, Qt.Key_L)
     assert w.state.paint_mode is None and not w.eraser_action.isChecked() and w.ruler_action.isChecked()
@@ -97,6 +102,7 @@ def test_hu_range_keeps_paint_out_of_air(qtbot, painting):
 def test_fill_from_the_detector_then_reopen_shows_the_masks(qtbot, painting, make_window):
     w, ph, n, path, ws = painting
     fid = w.selected().id
+    unfilled = w.state.review.get(fid)
     qtbot.keyClick(w, Qt.Key_G)
     masks = w.state.review.masks
     assert w.message.text().startswith("mask filled from region grown from its centre")
@@ -104,6 +110,11 @@ def test_fill_from_the_detector_then_reopen_shows_the_masks(qtbot, painting, mak
     # the phantom's nodule: its exact volume; 1.8 x 1.8 x 4 mm voxels blur the edge
     assert f.volume_mm3 == pytest.approx(n.volume_mm3, rel=0.25)
     assert masks.count(fid) * np.prod(w.state.volume.spacing_xyz) == pytest.approx(f.volume_mm3)
+    filled = masks.count(fid)
+    qtbot.keyClick(w, Qt.Key_Z, Qt.ControlModifier)  # the fill is one undo step
+    assert masks.count(fid) == 0 and w.state.review.get(fid) == unfilled
+    qtbot.keyClick(w, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert masks.count(fid) == filled and w.state.review.get(fid) == f
     before = masks.labels.copy()
     w.close()  # flushes the autosave
     again = make_window(workspace=str(ws), detect=False)
@@ -145,3 +156,7 @@ def test_drag_a_marker_to_move_it_and_its_rim_to_resize_it(qtbot, painting):
     assert resized.diameter_mm == pytest.approx(want, abs=2 * sc)
     assert resized.long_axis_mm == resized.short_axis_mm == resized.diameter_mm
     assert w.undo_action.text() == "Undo Resize nodule"
+    qtbot.keyClick(w, Qt.Key_Z, Qt.ControlModifier)
+    assert w.state.review.get(f.id) == f.finding
+    qtbot.keyClick(w, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert w.state.review.get(f.id) == resized
