@@ -3,6 +3,7 @@ list|show|use` (the versions, which one is active, rollback)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -119,11 +120,11 @@ def cmd_show(args) -> int:
     from lungview.models.checkpoint import load_checkpoint
     from lungview.models.versions import get_version, list_versions
 
-    v = get_version(args.id)
-    active = dict((w.id, on) for w, on in list_versions())[v.id]
+    found = [(v, on) for v, on in list_versions() if v.id == args.id]
+    if not found:
+        get_version(args.id)  # the registry's own error for an unknown id
+    v, active = found[0]
     card = load_checkpoint(v.path, v.role).card
-    import dataclasses
-
     print(json.dumps({**_entry(v, active), "card": dataclasses.asdict(card)}, indent=2))
     return 0
 

@@ -43,7 +43,7 @@ def record_and_review(ws, vol, path, result, truths) -> tuple[int, int]:
     then reviewed from the truth. Returns (confirmed, rejected)."""
     from lungview.detect_io import scan_record
     from lungview.inference.device import resolve_device
-    from lungview.training.finetune import review_from_truth
+    from lungview.training.examples import review_from_truth
 
     ws.record_detection(vol, path, scan_record(path, vol, result, resolve_device("cpu"), {}), 0.0)
     review = ws.load_review(vol.series_uid)

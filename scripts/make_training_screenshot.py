@@ -39,7 +39,7 @@ def main() -> int:
     from lungview.models.registry import resolve_models
     from lungview.review.workspace import Workspace
     from lungview.synthetic import make_phantom, write_phantom
-    from lungview.training.finetune import review_from_truth
+    from lungview.training.examples import review_from_truth
 
     cpu = resolve_device("cpu")
     choice = resolve_models(use_user_dir=False)

@@ -211,18 +211,17 @@ class TrainingMixin:
         self._training_role = "nodule"
 
     def refresh_training(self) -> None:
-        from lungview.cli_train import _entry
         from lungview.models.versions import list_versions
 
         panel = self.training_panel
         try:
-            panel.show_versions([_entry(v, on) for v, on in list_versions()])
+            panel.show_versions([v.to_dict(on) for v, on in list_versions()])
         except LungViewError as exc:
             panel.verdict.setText(str(exc))
         if self.workspace is None:
             panel.show_data(None, [], "training needs a workspace (this window keeps none)")
             return
-        from lungview.training.finetune import training_data
+        from lungview.training.examples import training_data
 
         try:
             data = training_data(self.workspace, panel.role.currentText())

@@ -77,16 +77,13 @@ class WorkspacePanel(QWidget):
 
 def scan_counts(workspace, review=None, series_uid: str | None = None) -> dict:
     """Status and counts of one scan (`review`: its review when already in memory)."""
-    from lungview.review.masks import Masks
-
     review = review if review is not None else workspace.load_review(series_uid)
-    masks_path = workspace.folder(series_uid) / "masks.npz"
     reviewed, total = review.reviewed()
     ids = {f.id for f in review.findings}
     if review.masks is not None:  # the scan shown: its masks as painted now
         masks = sum(review.masks.has(fid) for fid in ids)
     else:
-        masks = len(ids & set(Masks.ids_in(masks_path))) if masks_path.is_file() else 0
+        masks = len(ids & set(workspace.masked_ids(series_uid)))
     return {"status": workspace.status(series_uid, review), "findings": len(review), "reviewed": reviewed,
             "total": total, "confirmed": sum(f.status == "confirmed" for f in review.findings), "masks": masks}
 

@@ -4,14 +4,13 @@ clipped to the card's range ([-1000, 1000])."""
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import torch
 
 from lungview.core import CtVolume
 from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
-from lungview.inference.device import DeviceInfo, autocast, smaller_batch
+from lungview.inference.device import DeviceInfo, autocast_gpu, smaller_batch
 from lungview.models.checkpoint import ModelCard, book_card
 
 def crop(hu: np.ndarray, center_irc, size) -> np.ndarray:
@@ -58,8 +57,7 @@ def classify(vol: CtVolume, centers, model: torch.nn.Module, device: DeviceInfo,
             x = torch.from_numpy(batch)[:, None].to(device.device)
             x = x.contiguous(memory_format=torch.channels_last_3d)
             with torch.inference_mode():
-                # bf16 3D convolutions are slower than fp32 ones on CPUs (measured): GPUs only.
-                with autocast(device) if device.device.type != "cpu" else contextlib.nullcontext():
+                with autocast_gpu(device):
                     _, probs = model(x)
                 p = probs[:, 1].float().cpu().numpy()
         except RuntimeError as exc:

@@ -51,7 +51,8 @@ def find_scans(folder: str | os.PathLike, progress=None, cancel=None) -> tuple[l
     except OSError as exc:
         raise LungViewError(f"{folder}: cannot list folder ({exc.strerror})") from None
     volumes = [f for f in files if f.lower().endswith(ITK_SUFFIXES) and not f.lower().endswith(".raw")]
-    report = scan_files([f for f in files if f not in set(volumes)], progress, cancel)
+    volume_set = set(volumes)
+    report = scan_files([f for f in files if f not in volume_set], progress, cancel)
     found, skipped = [], []
     for s in report.series:
         if s.modality not in ("CT", "") or all(h.is_localizer for h in s.headers):

@@ -190,13 +190,17 @@ def load_checkpoint(path: str | os.PathLike, role: str | None = None) -> LoadedM
                        kwargs=dict(kwargs))
 
 
+def utc_timestamp() -> str:
+    """Now, as ISO 8601 in UTC to the second: when a model was made."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def save_checkpoint(path: str | os.PathLike, module: nn.Module, card: ModelCard, kwargs: dict) -> Path:
     """Write LungView's format atomically (temporary file, fsync, rename)."""
     arch = type(module).__name__
     if arch not in ARCHITECTURES:
         raise ValueError(f"cannot save {arch}: not one of {sorted(ARCHITECTURES)}")
-    card = dataclasses.replace(card, created=card.created or datetime.datetime.now(
-        datetime.timezone.utc).isoformat(timespec="seconds"), lungview_version=__version__)
+    card = dataclasses.replace(card, created=card.created or utc_timestamp(), lungview_version=__version__)
     payload = {
         "format": FORMAT, "version": 1, "architecture": arch, "kwargs": dict(kwargs),
         "model_state": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},

@@ -252,6 +252,13 @@ class Workspace:
         path = self.folder(series_uid) / "masks.npz"
         return Masks.load(path, vol) if path.is_file() else Masks(vol)
 
+    def masked_ids(self, series_uid: str) -> list[str]:
+        """The findings of a scan that have a saved mask, read from the masks' index (no voxels)."""
+        from lungview.review.masks import Masks
+
+        path = self.folder(series_uid) / "masks.npz"
+        return Masks.ids_in(path) if path.is_file() else []
+
     def save_view(self, series_uid: str, view: dict) -> None:
         self._save(series_uid, "view.json", "view", view)
 

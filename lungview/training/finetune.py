@@ -1,18 +1,17 @@
-"""Fine-tuning on the reader's corrections: examples from the workspace's reviews, a validation
-split by scan that never changes, the book's recipe (augmentation, balanced batches, its
-optimizer), the parent model evaluated beside the new one on the validation scans, and a verdict.
+"""Fine-tuning on the reader's corrections: the examples of the workspace's reviews (see
+training.examples) cut into crops by inference's own code, the book's recipes (its augmentation,
+balanced batches, its optimizers), the parent model scored beside the new one on the validation
+scans, a verdict, and the new model registered.
 
 Plain Python (no Qt): `lungview train` and the viewer's training panel drive the same code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -21,191 +20,15 @@ import torch.nn.functional as F
 from lungview.core import LungViewError
 from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
 from lungview.inference.classify import classifier_input
-from lungview.inference.device import DeviceInfo, autocast
+from lungview.inference.device import DeviceInfo, autocast_gpu
 from lungview.inference.evaluate import ScoredDetection, Truth, evaluate, malignancy_auc
 from lungview.inference.grid import model_slice_spacing, resample_z
 from lungview.models.checkpoint import LoadedModel
+from lungview.training.augment import BOOK_AUGMENTATION, BOOK_SEG_AUGMENTATION, augment, augment2d
+from lungview.training.examples import Example, TrainingData, training_data
 
-ROLES = ("nodule", "malignancy", "segmentation")
-VALIDATION_SHARE = 0.2
-BOOK_AUGMENTATION = {"flip": True, "offset": 0.1, "scale": 0.2, "rotate": True, "noise": 25.0}  # p2ch12
-# p2ch13's SegmentationAugmentation (the book's segmentation training): flip, offset 0.03, scale 0.2,
-# rotation, noise 25 HU, on 64 x 64 crops
-BOOK_SEG_AUGMENTATION = {"flip": True, "offset": 0.03, "scale": 0.2, "rotate": True, "noise": 25.0}
 SEG_CROP = 64
-
-
-@dataclass(frozen=True)
-class Example:
-    scan: str  # series UID
-    center_xyz: tuple[float, float, float]
-    label: int  # nodule: 1 nodule, 0 not; malignancy: 1 malignant, 0 benign
-    why: str  # "confirmed", "added", "rejected", "candidate of a reviewed scan", "benign", "malignant"
-    diameter_mm: float = 0.0
-
-
-def examples_of(review, detections: dict | None, role: str, reviewed: bool,
-                masked: set[str] | frozenset = frozenset()) -> list[Example]:
-    """A scan's examples. Nodule: confirmed findings and the reader's own (not rejected) are
-    positives, rejected ones negatives; in a reviewed scan, the detector's candidates that no
-    finding covers are negatives too. Malignancy: confirmed nodules labelled benign or malignant.
-    Segmentation: findings with a mask (`masked`: painted, filled or an LIDC read's), rejected
-    findings as crops where nothing should be marked."""
-    out = []
-    uid = review.series_uid
-    for f in review.findings:
-        if role == "segmentation":
-            if f.status == "rejected":
-                out.append(Example(uid, f.center_xyz, 0, "rejected", f.diameter_mm))
-            elif f.id in masked:
-                out.append(Example(uid, f.center_xyz, 1, "mask", f.diameter_mm))
-            continue
-        if role == "malignancy":
-            if f.status == "confirmed" and f.malignancy in ("benign", "malignant"):
-                out.append(Example(uid, f.center_xyz, int(f.malignancy == "malignant"), f.malignancy, f.diameter_mm))
-            continue
-        if f.status == "rejected":
-            out.append(Example(uid, f.center_xyz, 0, "rejected", f.diameter_mm))
-        elif f.status == "confirmed":
-            out.append(Example(uid, f.center_xyz, 1, "confirmed", f.diameter_mm))
-        elif f.source != "detector" and f.status != "unsure":
-            out.append(Example(uid, f.center_xyz, 1, "added", f.diameter_mm))
-    if role == "nodule" and reviewed and detections:
-        for d in detections.get("detections", []):
-            c = np.asarray(d["center_xyz"], dtype=float)
-            covered = any(math.dist(c, f.center_xyz) < max(f.diameter_mm / 2, d["diameter_mm"] / 2, 3.0)
-                          for f in review.findings)
-            if not covered:
-                out.append(Example(uid, tuple(float(v) for v in c), 0, "candidate of a reviewed scan",
-                                   float(d["diameter_mm"])))
-    return out
-
-
-def review_from_truth(review, truths, name: str = "Review from the truth") -> tuple[int, int]:
-    """What a reader with the truth at hand does (benches, demonstrations): every finding on a
-    nodule ((centre xyz, diameter mm) pairs) confirmed, every other one rejected. Returns
-    (confirmed, rejected)."""
-    confirmed = 0
-    for f in review.findings:
-        hit = any(math.dist(f.center_xyz, c) < max(d / 2, 3.0) for c, d in truths)
-        review.set_status(f.id, "confirmed" if hit else "rejected")
-        confirmed += hit
-    return confirmed, len(review) - confirmed
-
-
-def _rank(uid: str) -> int:
-    return int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big")
-
-
-def split_scans(scans: list[str], fixed: dict[str, str], requested: list[str] | None = None) -> dict[str, str]:
-    """Each scan's side: the ones fixed before keep theirs; `requested` ones go to validation
-    (refused for a scan a model already learned from); the others are assigned once, by a hash
-    of the UID (about VALIDATION_SHARE of them), with at least one validation scan when there are
-    two or more."""
-    sides = {u: fixed[u] for u in scans if u in fixed}
-    for u in requested or []:
-        if sides.get(u) == "train":
-            raise LungViewError(f"scan {u} was trained on before: it cannot become a validation scan")
-        sides[u] = "validation"
-    new = sorted((u for u in scans if u not in sides), key=_rank)
-    for u in new:
-        sides[u] = "validation" if _rank(u) % 1000 < VALIDATION_SHARE * 1000 else "train"
-    if len(scans) >= 2 and "validation" not in sides.values() and new:
-        sides[new[0]] = "validation"  # (the first of the new ones by hash: deterministic)
-    if sides and "train" not in sides.values() and new:
-        sides[new[-1]] = "train"
-    return sides
-
-
-@dataclass
-class TrainingData:
-    role: str
-    examples: dict[str, list[Example]]  # per scan
-    sides: dict[str, str]
-    notes: list[str] = field(default_factory=list)
-    masks_of: object = None  # segmentation: (uid, vol) -> the scan's Masks
-
-    def scans(self, side: str) -> list[str]:
-        return [u for u in self.examples if self.sides.get(u) == side]
-
-    def counts(self) -> dict:
-        per_scan = {u: {"side": self.sides.get(u), "positives": sum(e.label for e in ex),
-                        "negatives": sum(1 - e.label for e in ex)} for u, ex in self.examples.items()}
-        total = {side: {"scans": len(self.scans(side)),
-                        "positives": sum(per_scan[u]["positives"] for u in self.scans(side)),
-                        "negatives": sum(per_scan[u]["negatives"] for u in self.scans(side))}
-                 for side in ("train", "validation")}
-        return {"per_scan": per_scan, **total}
-
-
-def training_data(ws, role: str, requested_validation: list[str] | None = None) -> TrainingData:
-    """The examples of every scan of the workspace that has some, and their sides."""
-    if role not in ROLES:
-        raise LungViewError(f"no fine-tuning recipe for {role!r} yet; choose from {', '.join(ROLES)}")
-    examples, notes = {}, []
-    for e in ws.scans():
-        review = ws.load_review(e.series_uid)
-        reviewed = ws.status(e.series_uid, review) == "reviewed"
-        masked = frozenset()
-        if role == "segmentation":
-            from lungview.review.masks import Masks
-
-            path = ws.folder(e.series_uid) / "masks.npz"
-            masked = frozenset(Masks.ids_in(path)) if path.is_file() else frozenset()
-        ex = examples_of(review, ws.load_detections(e.series_uid), role, reviewed, masked)
-        if role == "segmentation" and not any(x.label for x in ex):
-            continue  # no mask in this scan: nothing to learn the outline from
-        if ex:
-            examples[e.series_uid] = ex
-    if role == "nodule":
-        notes.append("in scans marked reviewed (every finding reviewed), the detector's other candidates "
-                     "count as negatives")
-    for u in requested_validation or []:
-        if u not in examples:
-            raise LungViewError(f"scan {u} has no training examples (or is not in {ws.root})")
-    if role == "segmentation":
-        notes.append("the U-Net learns from findings with a mask; rejected findings are crops where nothing "
-                     "should be marked")
-    sides = split_scans(list(examples), ws.splits(), requested_validation)
-    return TrainingData(role, examples, sides, notes, masks_of=ws.load_masks)
-
-
-# -- the book's augmentation -----------------------------------------------------------------
-def _random_affines(n: int, dims: int, rng: np.random.Generator, aug: dict) -> np.ndarray:
-    """(n, dims, dims + 1) matrices for affine_grid, as the book draws them: per axis a flip, an
-    offset and a scale, then a rotation in the plane of the first two grid axes (x, y: the axial
-    plane)."""
-    mats = []
-    for _ in range(n):
-        t = np.eye(dims + 1)
-        for i in range(dims):
-            if aug.get("flip") and rng.random() > 0.5:
-                t[i, i] *= -1
-            if aug.get("offset"):
-                t[i, dims] = aug["offset"] * (rng.random() * 2 - 1)
-            if aug.get("scale"):
-                t[i, i] *= 1.0 + aug["scale"] * (rng.random() * 2 - 1)
-        if aug.get("rotate"):
-            a = rng.random() * math.pi * 2
-            rot = np.eye(dims + 1)
-            rot[:2, :2] = [[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]
-            t = t @ rot
-        mats.append(t[:dims])
-    return np.stack(mats)
-
-
-def augment(x: torch.Tensor, rng: np.random.Generator, aug: dict = BOOK_AUGMENTATION) -> torch.Tensor:
-    """The book's getCtAugmentedCandidate on a batch (N, 1, D, H, W): per sample a random flip,
-    offset and scale per axis and a rotation in the axial plane, applied with affine_grid and
-    grid_sample (border padding), then Gaussian noise of `noise` HU."""
-    mats = _random_affines(x.shape[0], 3, rng, aug)
-    theta = torch.tensor(mats, dtype=torch.float32, device=x.device)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
-    if aug.get("noise"):
-        noise = torch.from_numpy(rng.standard_normal(out.shape).astype(np.float32)).to(x.device)
-        out = out + noise * aug["noise"]
-    return out
+NO_VALIDATION = "no validation scan: no comparison is possible; activate it only by choice"
 
 
 # -- crops ----------------------------------------------------------------------------------
@@ -215,14 +38,19 @@ def model_view(vol, card):
     return vol if target is None else resample_z(vol, target)
 
 
+def _by_scan(examples: list[Example]) -> dict[str, list[Example]]:
+    """The examples grouped by scan (crops are cut one scan at a time)."""
+    out: dict[str, list[Example]] = {}
+    for e in examples:
+        out.setdefault(e.scan, []).append(e)
+    return out
+
+
 def crops_of(examples: list[Example], open_scan, card) -> tuple[np.ndarray, np.ndarray]:
     """(N, *crop) float32 classifier inputs, cut by inference's own function from the scan as the
     model sees it, and (N,) labels. `open_scan(uid)` gives a scan's CtVolume."""
     xs, ys = [], []
-    by_scan: dict[str, list[Example]] = {}
-    for e in examples:
-        by_scan.setdefault(e.scan, []).append(e)
-    for uid, ex in by_scan.items():
+    for uid, ex in _by_scan(examples).items():
         work = model_view(open_scan(uid), card)
         for e in ex:
             xs.append(classifier_input(work.hu, work.xyz_to_irc(np.asarray(e.center_xyz)), card))
@@ -241,10 +69,7 @@ def seg_crops(examples: list[Example], open_scan, open_masks, card, rng: np.rand
 
     xs, ys = [], []
     half = SEG_CROP // 2
-    by_scan: dict[str, list[Example]] = {}
-    for e in examples:
-        by_scan.setdefault(e.scan, []).append(e)
-    for uid, ex in by_scan.items():
+    for uid, ex in _by_scan(examples).items():
         vol = open_scan(uid)
         work = model_view(vol, card)
         labels = open_masks(uid, vol).labels
@@ -273,20 +98,6 @@ def seg_crops(examples: list[Example], open_scan, open_masks, card, rng: np.rand
     return np.stack(xs), np.stack(ys)
 
 
-def augment2d(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, aug: dict = BOOK_SEG_AUGMENTATION):
-    """The book's SegmentationAugmentation on (N, C, H, W) inputs and (N, 1, H, W) targets: the
-    same random flip, offset, scale and rotation for both (the target re-thresholded at 0.5), noise
-    on the input only."""
-    mats = _random_affines(x.shape[0], 2, rng, aug)
-    theta = torch.tensor(mats, dtype=torch.float32, device=x.device)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
-    y = (F.grid_sample(y, grid, padding_mode="border", align_corners=False) > 0.5).float()
-    if aug.get("noise"):
-        x = x + torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32)).to(x.device) * aug["noise"]
-    return x, y
-
-
 def dice(pred: np.ndarray, target: np.ndarray) -> float | None:
     """Dice of the prediction thresholded at 0.5 against the target, over all pixels; None
     without a marked pixel in either."""
@@ -295,28 +106,26 @@ def dice(pred: np.ndarray, target: np.ndarray) -> float | None:
     return None if total == 0 else float(2 * (p & t).sum() / total)
 
 
-def _seg_predict(model, x: np.ndarray, device: DeviceInfo, batch: int = 32) -> np.ndarray:
-    out = []
+def _predict(model: torch.nn.Module, x: np.ndarray, device: DeviceInfo, batch: int, forward) -> list:
+    """`forward(model, batch tensor)` over `x` in batches, as inference runs models (bf16 on GPUs)."""
     model = model.to(device.device).eval()
+    out = []
     with torch.inference_mode():
         for k in range(0, len(x), batch):
-            t = torch.from_numpy(x[k:k + batch]).to(device.device)
-            with autocast(device) if device.device.type != "cpu" else contextlib.nullcontext():
-                out.append(model(t).float().cpu().numpy())
+            with autocast_gpu(device):
+                out.append(forward(model, torch.from_numpy(x[k:k + batch]).to(device.device)).float().cpu().numpy())
+    return out
+
+
+def _seg_predict(model, x: np.ndarray, device: DeviceInfo, batch: int = 32) -> np.ndarray:
+    out = _predict(model, x, device, batch, lambda m, t: m(t))
     return np.concatenate(out) if out else np.zeros((0, 1, SEG_CROP, SEG_CROP), np.float32)
 
 
 # -- evaluation and verdict -------------------------------------------------------------------
 def scores(model: torch.nn.Module, x: np.ndarray, device: DeviceInfo, batch: int = 64) -> np.ndarray:
     """p(class 1) for crops (N, D, H, W), as inference computes it."""
-    out = []
-    model = model.to(device.device).eval()
-    with torch.inference_mode():
-        for k in range(0, len(x), batch):
-            t = torch.from_numpy(x[k:k + batch])[:, None].to(device.device)
-            with autocast(device) if device.device.type != "cpu" else contextlib.nullcontext():
-                _, p = model(t)
-            out.append(p[:, 1].float().cpu().numpy())
+    out = _predict(model, x, device, batch, lambda m, t: m(t[:, None])[1][:, 1])
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -348,7 +157,10 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
 def verdict(before: dict, after: dict, role: str) -> tuple[str, str]:
     """accepted / refused, and why. Refused when worse than the parent beyond the noise of that
     many examples: a nodule fewer found, or more false positives at equal or lower sensitivity;
-    an AUC lower by more than its standard error; a Dice lower by more than 0.01."""
+    an AUC lower by more than its standard error; a Dice lower by more than 0.01. Without a
+    validation scan (`before` empty), refused: no comparison is possible."""
+    if not before:
+        return "refused", NO_VALIDATION
     if role == "segmentation":
         if before.get("dice") is None or after.get("dice") is None:
             return "refused", "the validation scans hold no mask: no comparison possible"
@@ -425,6 +237,47 @@ def _trainable(model: torch.nn.Module, role: str):
     return [p for p in model.parameters() if p.requires_grad], frozen
 
 
+def _epochs(model: torch.nn.Module, frozen: list, opt, steps: int, s: "Settings", step_loss, validate,
+            progress: ProgressCallback, cancel: CancelToken | None, on_epoch) -> list[dict]:
+    """The training loop both recipes share: per epoch `steps` optimizer steps on `step_loss()`
+    (frozen modules and every batch norm in eval mode), progress and cancellation after each,
+    then `validate(model)` (None: no validation) and `on_epoch(record)`."""
+    history = []
+    total = s.epochs * steps
+    for epoch in range(s.epochs):
+        model.train()
+        for m in frozen + _batch_norms(model):
+            m.eval()
+        losses = []
+        for step in range(steps):
+            loss = step_loss()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            progress(epoch * steps + step + 1, total, f"epoch {epoch + 1}/{s.epochs}, loss {np.mean(losses):.3f}")
+            if cancel is not None:
+                cancel.check()
+        model.eval()
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
+        if validate is not None:
+            record["validation"] = validate(model)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return history
+
+
+def _result(model: torch.nn.Module, history: list[dict], before: dict | None, data: TrainingData, s: "Settings",
+            t0: float) -> Result:
+    after = history[-1].get("validation") or {}
+    v, why = verdict(before or {}, after, data.role)
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return Result(model, history, before or {}, after, v, why, data.counts(), time.perf_counter() - t0, asdict(s))
+
+
 def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceInfo,
              settings: Settings | None = None, progress: ProgressCallback = no_progress,
              cancel: CancelToken | None = None, on_epoch=None) -> Result:
@@ -438,14 +291,13 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
         return _finetune_segmentation(data, parent, open_scan, device, s, progress, cancel, on_epoch)
     t0 = time.perf_counter()
     card = parent.card
-    train = [e for u in data.scans("train") for e in data.examples[u]]
-    val = [e for u in data.scans("validation") for e in data.examples[u]]
+    train, val = data.examples_on("train"), data.examples_on("validation")
     if not any(e.label == 1 for e in train) or not any(e.label == 0 for e in train):
         raise LungViewError(f"the training scans need examples of both classes for {data.role} "
                             f"({sum(e.label for e in train)} positive, {sum(1 - e.label for e in train)} negative)")
     progress(0, 1, "cutting crops")
     x_train, y_train = crops_of(train, open_scan, card)
-    x_val, y_val = crops_of(val, open_scan, card)
+    x_val, _ = crops_of(val, open_scan, card)
     if cancel is not None:
         cancel.check()
     torch.manual_seed(s.seed)
@@ -457,52 +309,24 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     params, frozen = _trainable(model, data.role)
     s = replace(s, lr=s.lr or BOOK_LR[data.role])
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-    before = evaluate_on(val, scores(parent.module, x_val, device), data.role, s.threshold) if val else None
+    validate = (lambda m: evaluate_on(val, scores(m, x_val, device), data.role, s.threshold)) if val else None
+    before = validate(parent.module) if validate else None
     pos, neg = np.flatnonzero(y_train == 1), np.flatnonzero(y_train == 0)
     steps = s.steps_per_epoch or max(4, math.ceil(2 * max(len(pos), len(neg)) / s.batch))
-    history = []
-    total = s.epochs * steps
-    for epoch in range(s.epochs):
-        model.train()
-        for m in frozen + _batch_norms(model):
-            m.eval()
-        losses = []
-        for step in range(steps):
-            half = s.batch // 2
-            pick = np.concatenate([rng.choice(pos, half), rng.choice(neg, s.batch - half)])
-            x = torch.from_numpy(x_train[pick])[:, None].to(device.device)
-            x = augment(x, rng)
-            if cpu:
-                x = x.contiguous(memory_format=torch.channels_last_3d)
-            y = torch.from_numpy(y_train[pick]).to(device.device)
-            with autocast(device) if device.device.type != "cpu" else contextlib.nullcontext():
-                logits, _ = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            done = epoch * steps + step + 1
-            progress(done, total, f"epoch {epoch + 1}/{s.epochs}, loss {np.mean(losses):.3f}")
-            if cancel is not None:
-                cancel.check()
-        model.eval()
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
-        if val:
-            record["validation"] = evaluate_on(val, scores(model, x_val, device), data.role, s.threshold)
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-    after = history[-1].get("validation")
-    if before is None:
-        v, why = "refused", "no validation scan: no comparison is possible; activate it only by choice"
-    else:
-        v, why = verdict(before, after, data.role)
-    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return Result(model, history, before or {}, after or {}, v, why, data.counts(), time.perf_counter() - t0,
-                  asdict(s))
+
+    def step_loss():
+        half = s.batch // 2
+        pick = np.concatenate([rng.choice(pos, half), rng.choice(neg, s.batch - half)])
+        x = augment(torch.from_numpy(x_train[pick])[:, None].to(device.device), rng)
+        if cpu:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        y = torch.from_numpy(y_train[pick]).to(device.device)
+        with autocast_gpu(device):
+            logits, _ = model(x)
+        return F.cross_entropy(logits.float(), y)
+
+    history = _epochs(model, frozen, opt, steps, s, step_loss, validate, progress, cancel, on_epoch)
+    return _result(model, history, before, data, s, t0)
 
 
 def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceInfo, s: Settings,
@@ -513,8 +337,7 @@ def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, d
     from lungview.training.loops import dice_bce_loss
 
     t0 = time.perf_counter()
-    train = [e for u in data.scans("train") for e in data.examples[u]]
-    val = [e for u in data.scans("validation") for e in data.examples[u]]
+    train, val = data.examples_on("train"), data.examples_on("validation")
     if not any(e.label for e in train):
         raise LungViewError("the training scans hold no mask to learn from (paint one, fill one with G, or import "
                             "an LIDC read)")
@@ -529,41 +352,21 @@ def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, d
     model = copy.deepcopy(parent.module).to(device.device)
     s = replace(s, lr=s.lr or BOOK_LR["segmentation"], batch=min(s.batch, 16))
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
-    measure = (lambda m: {"dice": dice(_seg_predict(m, x_val, device), y_val), "crops": len(x_val)})
-    before = measure(parent.module) if len(x_val) else None
+    validate = (lambda m: {"dice": dice(_seg_predict(m, x_val, device), y_val), "crops": len(x_val)}) \
+        if len(x_val) else None
+    before = validate(parent.module) if validate else None
     steps = s.steps_per_epoch or max(4, math.ceil(len(x_train) / s.batch))
-    history, total = [], s.epochs * steps
-    for epoch in range(s.epochs):
-        model.train()
-        for m in _batch_norms(model):
-            m.eval()
-        losses = []
-        for step in range(steps):
-            pick = rng.choice(len(x_train), s.batch)
-            x, y = augment2d(torch.from_numpy(x_train[pick]).to(device.device),
-                             torch.from_numpy(y_train[pick]).to(device.device), rng)
-            with autocast(device) if device.device.type != "cpu" else contextlib.nullcontext():
-                pred = model(x)
-            loss = dice_bce_loss(pred, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            progress(epoch * steps + step + 1, total, f"epoch {epoch + 1}/{s.epochs}, loss {np.mean(losses):.3f}")
-            if cancel is not None:
-                cancel.check()
-        model.eval()
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
-        if len(x_val):
-            record["validation"] = measure(model)
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-    after = history[-1].get("validation")
-    v, why = ("refused", "no validation scan: no comparison is possible; activate it only by choice") \
-        if before is None else verdict(before, after, "segmentation")
-    return Result(model.to("cpu").eval(), history, before or {}, after or {}, v, why, data.counts(),
-                  time.perf_counter() - t0, asdict(s))
+
+    def step_loss():
+        pick = rng.choice(len(x_train), s.batch)
+        x, y = augment2d(torch.from_numpy(x_train[pick]).to(device.device),
+                         torch.from_numpy(y_train[pick]).to(device.device), rng)
+        with autocast_gpu(device):
+            pred = model(x)
+        return dice_bce_loss(pred, y)
+
+    history = _epochs(model, [], opt, steps, s, step_loss, validate, progress, cancel, on_epoch)
+    return _result(model, history, before, data, s, t0)
 
 
 # -- from a workspace to a registered model -------------------------------------------------------
@@ -597,7 +400,7 @@ def train_from_workspace(ws, role: str, device: DeviceInfo, settings: Settings |
 
     from lungview import __version__
     from lungview.io import open_volume
-    from lungview.models.checkpoint import BOOK_KWARGS, save_checkpoint
+    from lungview.models.checkpoint import BOOK_KWARGS, save_checkpoint, utc_timestamp
     from lungview.models.versions import ModelVersion, new_id, register, trained_path
 
     settings = settings or Settings()
@@ -632,12 +435,7 @@ def train_from_workspace(ws, role: str, device: DeviceInfo, settings: Settings |
     save_checkpoint(path, result.model, card, parent.kwargs or BOOK_KWARGS[type(result.model).__name__])
     version = ModelVersion(id=model_id, role=role, path=str(path), parent=parent_id, parent_sha256=parent.sha256,
                            verdict=result.verdict, reason=result.reason,
-                           metrics={"before": result.before, "after": result.after}, created=_now())
+                           metrics={"before": result.before, "after": result.after}, created=utc_timestamp())
     register(version, activate=result.verdict == "accepted")
     return result, version
 
-
-def _now() -> str:
-    import datetime
-
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

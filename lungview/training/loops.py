@@ -3,14 +3,13 @@ progress and cancellation, bf16 autocast where the device supports it."""
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
-from lungview.inference.device import DeviceInfo, autocast
+from lungview.inference.device import DeviceInfo, autocast, autocast_gpu
 
 
 def dice_bce_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -80,7 +79,7 @@ def train_classifier(model, sampler, steps: int, device: DeviceInfo, batch: int 
         return x, torch.from_numpy(labels).to(device.device)
 
     def loss(x, labels):
-        with autocast(device) if not cpu else contextlib.nullcontext():
+        with autocast_gpu(device):
             logits, _ = model(x)
         return F.cross_entropy(logits.float(), labels)
 

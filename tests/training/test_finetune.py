@@ -12,8 +12,9 @@ from lungview.core import LungViewError
 from lungview.core.jobs import Cancelled, CancelToken
 from lungview.inference.device import resolve_device
 from lungview.review.model import Review, sphere
-from lungview.training.finetune import (BOOK_AUGMENTATION, Settings, augment, examples_of, split_scans,
-                                        train_from_workspace, training_data)
+from lungview.training.augment import BOOK_AUGMENTATION, augment
+from lungview.training.examples import examples_of, split_scans, training_data
+from lungview.training.finetune import Settings, train_from_workspace
 from tests.conftest import reviewed_workspace
 
 CPU = resolve_device("cpu", "fp32")
@@ -168,7 +169,7 @@ def test_malignancy_learns_in_the_head_and_the_last_block_only(phantom_scans, tm
 
 
 def test_review_from_truth_confirms_what_lies_on_a_nodule():
-    from lungview.training.finetune import review_from_truth
+    from lungview.training.examples import review_from_truth
 
     r = Review("1.2.3")
     on = r.add(sphere((10.0, 0.0, 0.0), 6.0, source="detector"))
@@ -219,7 +220,7 @@ def test_segmentation_learns_from_the_masks(phantom_scans, tmp_path, monkeypatch
 
 
 def test_segmentation_augmentation_moves_input_and_target_together():
-    from lungview.training.finetune import BOOK_SEG_AUGMENTATION, augment2d
+    from lungview.training.augment import BOOK_SEG_AUGMENTATION, augment2d
 
     y = torch.zeros(3, 1, 32, 32)
     y[:, :, 5:12, 8:20] = 1.0
