@@ -18,6 +18,9 @@ def add_commands(sub, parser_class) -> None:
     tr.add_argument("--epochs", type=int, default=5)
     tr.add_argument("--lr", type=float, help="SGD learning rate (default the book's: nodule 0.001, malignancy 0.003)")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--augmentation", choices=("parent", "book", "exact"), default="parent",
+                    help="classifiers: the one the parent learned with (default; the book's for the book's "
+                         "checkpoints, exact whole-voxel moves for the demo models), the book's, or exact")
     tr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     tr.add_argument("--json", action="store_true", help="print one JSON object")
     tr.set_defaults(func=cmd_train)
@@ -74,7 +77,8 @@ def cmd_train(args) -> int:
 
     with Workspace(args.workspace) as ws:
         result, version = train_from_workspace(ws, args.role, device, Settings(epochs=args.epochs, lr=args.lr,
-                                                                               seed=args.seed),
+                                                                               seed=args.seed,
+                                                                               augmentation=args.augmentation),
                                                args.val_scans, progress)
     bar.close()
     out = {"id": version.id, "role": version.role, "path": version.path, "parent": version.parent,

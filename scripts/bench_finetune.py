@@ -5,7 +5,8 @@
     3 mm slices instead of 1.25-2.5 mm). The demo models' sensitivity and false positives per scan
     on 10 unseen such phantoms; then 3 others reviewed from their ground truth (every finding
     confirmed or rejected, as a reader would), the nodule classifier fine-tuned on them, and the
-    same 10 phantoms again.
+    same 10 phantoms again: at the working threshold 0.5, and at equal sensitivity (the point of
+    the fine-tuned model's FROC where it finds as many nodules as the demo models did at 0.5).
 (b) LIDC-IDRI-0001 with the book's checkpoints: reviewed from its LUNA16 annotation (the nodule
     confirmed, every other candidate rejected), the classifier fine-tuned on it, and its own false
     positives at 0.5 before and after (trained and scored on the same scan: a check that the
@@ -61,6 +62,16 @@ def score(results, truths_by_scan, threshold=0.5):
     return ev.sensitivity, ev.fp_per_scan, ev.cpm, ev.true_positives, ev.nodules
 
 
+def fp_at_sensitivity(results, truths_by_scan, found: int) -> tuple[float, float]:
+    """(threshold, false positives per scan) where the detections first find `found` nodules,
+    lowering the threshold from the top (a point of the FROC curve: equal sensitivity)."""
+    for t in sorted({d.p_nodule for r in results.values() for d in r.detections}, reverse=True):
+        _, fps, _, tp, _ = score(results, truths_by_scan, t)
+        if tp >= found:
+            return t, fps
+    return 0.0, float("nan")
+
+
 def pipeline_with(cls_path, device, seg_path=None, role_paths=None):
     from lungview.inference.pipeline import Pipeline
     from lungview.models.checkpoint import load_checkpoint
@@ -110,6 +121,9 @@ def part_a(device, out: Path, settings=None) -> None:
           f"lr {result.settings['lr']}, seed {result.settings['seed']}): "
           f"sensitivity {s1:.2f} ({tp1}/{n}), {f1:.2f} FP/scan, CPM {c1:.3f}")
     print(f"    false positives per scan x{f1 / f0:.2f}" if f0 else "    no false positives before")
+    t_eq, f_eq = fp_at_sensitivity(after, truths, tp0)
+    print(f"    at equal sensitivity ({tp0}/{n} nodules, the fine-tuned model's threshold {t_eq:.2f}): "
+          f"{f0:.2f} -> {f_eq:.2f} FP/scan (x{f_eq / f0:.2f}; goal x0.50 or less)" if f0 else "")
     print(f"    the run's verdict on its validation scan: {version.verdict} ({version.reason}); "
           f"{time.perf_counter() - t0:.0f} s in all")
 

@@ -29,10 +29,10 @@ def crop(hu: np.ndarray, center_irc, size) -> np.ndarray:
     return out
 
 
-def classifier_input(hu: np.ndarray, center_irc, card: ModelCard) -> np.ndarray:
+def classifier_input(hu: np.ndarray, center_irc, card: ModelCard, margin: int = 0) -> np.ndarray:
     """The float32 crop a classifier sees (inference and training alike): the card's crop size
-    and HU clip."""
-    x = crop(hu, center_irc, card.crop).astype(np.float32)
+    (and `margin` voxels more on every side, for training's whole-voxel shifts) and HU clip."""
+    x = crop(hu, center_irc, [n + 2 * margin for n in card.crop]).astype(np.float32)
     np.clip(x, *card.hu_clip, out=x)
     return x
 

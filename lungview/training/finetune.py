@@ -1,6 +1,6 @@
 """Fine-tuning on the reader's corrections: the examples of the workspace's reviews (see
-training.examples) cut into crops by inference's own code, the book's recipes (its augmentation,
-balanced batches, its optimizers), the parent model scored beside the new one on the validation
+training.examples) cut into crops by inference's own code, the book's recipes (balanced batches,
+its optimizers; the augmentation the parent learned with: the book's for its checkpoints), the parent model scored beside the new one on the validation
 scans, a verdict, and the new model registered.
 
 Plain Python (no Qt): `lungview train` and the viewer's training panel drive the same code.
@@ -24,7 +24,8 @@ from lungview.inference.device import DeviceInfo, autocast_gpu
 from lungview.inference.evaluate import ScoredDetection, Truth, evaluate, malignancy_auc
 from lungview.inference.grid import model_slice_spacing, resample_z
 from lungview.models.checkpoint import LoadedModel
-from lungview.training.augment import BOOK_AUGMENTATION, BOOK_SEG_AUGMENTATION, augment, augment2d
+from lungview.training.augment import (BOOK_AUGMENTATION, BOOK_SEG_AUGMENTATION, EXACT_AUGMENTATION, augment, augment2d,
+                                       augment_exact)
 from lungview.training.examples import Example, TrainingData, training_data
 
 SEG_CROP = 64
@@ -46,16 +47,17 @@ def _by_scan(examples: list[Example]) -> dict[str, list[Example]]:
     return out
 
 
-def crops_of(examples: list[Example], open_scan, card) -> tuple[np.ndarray, np.ndarray]:
+def crops_of(examples: list[Example], open_scan, card, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(N, *crop) float32 classifier inputs, cut by inference's own function from the scan as the
-    model sees it, and (N,) labels. `open_scan(uid)` gives a scan's CtVolume."""
+    model sees it (`margin` voxels wider on every side), and (N,) labels. `open_scan(uid)` gives a
+    scan's CtVolume."""
     xs, ys = [], []
     for uid, ex in _by_scan(examples).items():
         work = model_view(open_scan(uid), card)
         for e in ex:
-            xs.append(classifier_input(work.hu, work.xyz_to_irc(np.asarray(e.center_xyz)), card))
+            xs.append(classifier_input(work.hu, work.xyz_to_irc(np.asarray(e.center_xyz)), card, margin))
             ys.append(e.label)
-    shape = (0, *card.crop)
+    shape = (0, *(n + 2 * margin for n in card.crop))
     return (np.stack(xs) if xs else np.zeros(shape, np.float32)), np.array(ys, dtype=np.int64)
 
 
@@ -202,6 +204,25 @@ class Settings:
     steps_per_epoch: int | None = None  # default: enough to see every training example about twice
     seed: int = 0
     threshold: float = 0.5  # the working threshold of the before/after
+    augmentation: str = "parent"  # classifiers: the parent's (augmentation_of), "book" or "exact"
+
+
+def augmentation_of(card, choice: str = "parent") -> dict:
+    """The classifier augmentation a fine-tune uses: by default the one its parent learned with,
+    as its card says: a fine-tuned model's recipe records it; the demo models (trained on
+    phantoms) learned with the exact one; the book's checkpoints with the book's. Moving a
+    model to crops augmented otherwise costs it what it knew (measured, bench_finetune.py (a):
+    the demo classifier fine-tuned with the book's interpolating augmentation at a noisier site
+    ranked nodules worse than before, with the exact one better)."""
+    if choice == "book":
+        return BOOK_AUGMENTATION
+    if choice == "exact":
+        return EXACT_AUGMENTATION
+    if choice != "parent":
+        raise LungViewError(f"unknown augmentation {choice!r}: parent, book or exact")
+    if card.recipe.get("augmentation") and card.role != "segmentation":
+        return dict(card.recipe["augmentation"])
+    return EXACT_AUGMENTATION if card.trained_on_phantoms else BOOK_AUGMENTATION
 
 
 @dataclass
@@ -281,8 +302,8 @@ def _result(model: torch.nn.Module, history: list[dict], before: dict | None, da
 def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceInfo,
              settings: Settings | None = None, progress: ProgressCallback = no_progress,
              cancel: CancelToken | None = None, on_epoch=None) -> Result:
-    """Fine-tunes a copy of `parent` on the training scans' examples with the book's augmentation
-    and batches balanced between the two classes; evaluates parent and child on the validation
+    """Fine-tunes a copy of `parent` on the training scans' examples with its augmentation
+    (augmentation_of) and batches balanced between the two classes; evaluates parent and child on the validation
     scans in the same run. Seeded: the same data and seed give the same weights on the CPU.
     `on_epoch(record)` after each epoch (the panel's curves). Cancel raises Cancelled: nothing is
     written here."""
@@ -296,7 +317,9 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
         raise LungViewError(f"the training scans need examples of both classes for {data.role} "
                             f"({sum(e.label for e in train)} positive, {sum(1 - e.label for e in train)} negative)")
     progress(0, 1, "cutting crops")
-    x_train, y_train = crops_of(train, open_scan, card)
+    aug = augmentation_of(card, s.augmentation)
+    exact = "shift_voxels" in aug
+    x_train, y_train = crops_of(train, open_scan, card, int(aug["shift_voxels"]) if exact else 0)
     x_val, _ = crops_of(val, open_scan, card)
     if cancel is not None:
         cancel.check()
@@ -317,7 +340,10 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     def step_loss():
         half = s.batch // 2
         pick = np.concatenate([rng.choice(pos, half), rng.choice(neg, s.batch - half)])
-        x = augment(torch.from_numpy(x_train[pick])[:, None].to(device.device), rng)
+        if exact:
+            x = torch.from_numpy(augment_exact(x_train[pick], rng, aug))[:, None].to(device.device)
+        else:
+            x = augment(torch.from_numpy(x_train[pick])[:, None].to(device.device), rng, aug)
         if cpu:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         y = torch.from_numpy(y_train[pick]).to(device.device)
@@ -428,7 +454,8 @@ def train_from_workspace(ws, role: str, device: DeviceInfo, settings: Settings |
                        f"examples; validated on {counts['validation']['scans']} scan(s)"),
         metrics={"before": result.before, "after": result.after, "verdict": result.verdict, "reason": result.reason},
         recipe={"name": f"book {role} fine-tune", **result.settings,
-                "augmentation": BOOK_SEG_AUGMENTATION if role == "segmentation" else BOOK_AUGMENTATION},
+                "augmentation": BOOK_SEG_AUGMENTATION if role == "segmentation"
+                else augmentation_of(parent.card, settings.augmentation)},
         trained_on={"workspace": str(ws.root), "scans": counts["per_scan"]}, device=device.name,
         seconds=round(result.seconds, 2))
     path = trained_path(model_id)

@@ -12,6 +12,7 @@ from lungview.core import CtVolume
 from lungview.inference.classify import classifier_input
 from lungview.inference.segmentation import segmentation_input
 from lungview.models.checkpoint import ModelCard
+from lungview.training.augment import exact_flips
 
 SEG_CROP = 64
 
@@ -59,10 +60,5 @@ def cls_sample(vol: CtVolume, center_irc, rng, card: ModelCard, jitter: int = 2)
     """(1, *crop) float32 crop as inference cuts it (the card's crop size and HU clip) with a
     small random shift and in-plane flips/rotations."""
     shift = rng.integers(-jitter, jitter + 1, size=3) if jitter else 0
-    x = classifier_input(vol.hu, np.asarray(center_irc) + shift, card)
-    if rng.random() < 0.5:
-        x = x[:, ::-1]
-    if rng.random() < 0.5:
-        x = x[:, :, ::-1]
-    x = np.rot90(x, k=int(rng.integers(0, 4)), axes=(1, 2))
+    x = exact_flips(classifier_input(vol.hu, np.asarray(center_irc) + shift, card), rng)
     return np.ascontiguousarray(x)[None]

@@ -12,9 +12,9 @@ from lungview.core import LungViewError
 from lungview.core.jobs import Cancelled, CancelToken
 from lungview.inference.device import resolve_device
 from lungview.review.model import Review, sphere
-from lungview.training.augment import BOOK_AUGMENTATION, augment
+from lungview.training.augment import BOOK_AUGMENTATION, EXACT_AUGMENTATION, augment, augment_exact
 from lungview.training.examples import examples_of, split_scans, training_data
-from lungview.training.finetune import Settings, train_from_workspace
+from lungview.training.finetune import Settings, augmentation_of, train_from_workspace
 from tests.conftest import reviewed_workspace
 
 CPU = resolve_device("cpu", "fp32")
@@ -77,6 +77,50 @@ def test_augmentation_as_the_book_does_it():
     assert abs(float(turned.sum()) - float(ball.sum())) < 0.03 * float(ball.sum())
 
 
+def test_exact_augmentation_moves_whole_voxels():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 300, (16, 6, 9, 9)).astype(np.float32)  # crops with a margin of 2
+    out = augment_exact(x, np.random.default_rng(1))
+    assert out.shape == (16, 2, 5, 5)
+    seen_shifts, seen_turns = set(), set()
+    for k in range(16):
+        # the output is one of the 5 x 5 x 5 windows of its input, flipped and turned in-plane:
+        # the very voxel values (no interpolation), in one of the 8 symmetries of the square
+        matches = []
+        for dz in range(5):
+            for dy in range(5):
+                for dx in range(5):
+                    w = x[k, dz:dz + 2, dy:dy + 5, dx:dx + 5]
+                    for turn in range(4):
+                        for flip in (False, True):
+                            v = np.rot90(w[:, :, ::-1] if flip else w, turn, axes=(1, 2))
+                            if np.array_equal(v, out[k]):
+                                matches.append(((dz, dy, dx), (turn, flip)))
+        assert matches, f"sample {k} is not a whole-voxel move of its crop"
+        seen_shifts.add(matches[0][0])
+        seen_turns.add(matches[0][1])
+    assert len(seen_shifts) > 5 and len(seen_turns) > 3  # it does move them
+    # the scan's noise stays as it was; the book's interpolation halves it
+    book = augment(torch.from_numpy(x)[:, None], np.random.default_rng(1), {**BOOK_AUGMENTATION, "noise": 0.0})
+    assert float(out.std()) == pytest.approx(300, rel=0.1) and float(book.std()) < 0.8 * 300
+
+
+def test_the_augmentation_is_the_parents():
+    from dataclasses import replace
+
+    from lungview.models.checkpoint import book_card
+
+    book = book_card("nodule", "book LunaModel")
+    assert augmentation_of(book) == BOOK_AUGMENTATION  # the book's checkpoints learned with the book's
+    demo = replace(book, trained_on_phantoms=True)
+    assert augmentation_of(demo) == EXACT_AUGMENTATION  # the demo recipe's exact moves
+    child = replace(book, recipe={"augmentation": EXACT_AUGMENTATION})
+    assert augmentation_of(child) == EXACT_AUGMENTATION  # a fine-tuned model: what its recipe records
+    assert augmentation_of(demo, "book") == BOOK_AUGMENTATION and augmentation_of(book, "exact") == EXACT_AUGMENTATION
+    with pytest.raises(LungViewError, match="unknown augmentation"):
+        augmentation_of(book, "mixup")
+
+
 def test_same_seed_same_weights_and_a_registered_model(phantom_scans, tmp_path, monkeypatch):
     from lungview.models.versions import list_versions
 
@@ -97,7 +141,7 @@ def test_same_seed_same_weights_and_a_registered_model(phantom_scans, tmp_path, 
     from lungview.models.checkpoint import load_checkpoint
 
     card = load_checkpoint(trained[0].path, "nodule").card
-    assert card.parent == "demo-nodule" and card.parent_sha256 and card.recipe["augmentation"] == BOOK_AUGMENTATION
+    assert card.parent == "demo-nodule" and card.parent_sha256 and card.recipe["augmentation"] == EXACT_AUGMENTATION
     assert card.recipe["lr"] == 0.001 and card.device.startswith("CPU") and card.seconds > 0
     assert sum(s["positives"] for s in card.trained_on["scans"].values()) > 0
 
