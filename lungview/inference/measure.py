@@ -8,7 +8,8 @@ level is found in two passes: a low one that also takes in ground glass, then th
 for the density just inside the nodule's edge (solid tissue for a solid nodule, ground glass for
 a part-solid or ground-glass one; ground glass is then grown in a band below the density of the
 vessels it touches, and what is denser inside it, a solid core or a vessel running through, is
-added back; calcium stays within a millimetre of where it is calcium). The region is opened with a ball of half r0 so that vessels and spicules fall off
+added back; calcium ends half-way to the soft tissue it touches, and half-way to the lung only where
+its blur runs out into lung). The region is opened with a ball of half r0 so that vessels and spicules fall off
 and given back what the opening shaved off its own surface; an attachment as thick as the nodule
 is cut at its neck. A juxtapleural nodule ends at the pleural line: the wall's surface around it,
 fitted with a quadric and carried on under its base, as a reader draws it; where the wall is not
@@ -46,8 +47,7 @@ NECK_RATIO = 0.85  # an attachment is cut off where it is thinner than this many
 BALL_DEPTH = 0.8  # ... and then the nodule is the union of the balls of its points this deep
 GROUND_GLASS_EDGE_HU = -300.0  # an edge below this is ground glass ...
 GROUND_GLASS_BAND = 250.0  # ... and the mask then stops this far above the edge density
-CALCIFIED_EDGE_HU = 200.0  # an edge above this is calcium: the mask stays within ...
-CALCIFIED_BLUR_MM = 1.0  # ... this of where it is denser than half-way to soft tissue
+CALCIFIED_EDGE_HU = 200.0  # an edge above this is calcium: denser than half-way to soft tissue, or its blur into lung
 SOFT_TISSUE_HU = 40.0
 WALL_TISSUE_MM = 3.0  # the pleura is fitted where tissue this thick meets air (not a vessel)
 PLEURA_RMS_MM = 1.5  # ... by a quadric that fits it this closely (else the local closing is used)
@@ -389,8 +389,27 @@ def _second_pass(hu, first, allowed, seed, r0: float, lung_hu: float, spacing, f
     if edge > CALCIFIED_EDGE_HU:  # calcified: far denser than the vessels it may sit on
         core = _component((hu > (edge + SOFT_TISSUE_HU) / 2.0) & allowed, seed)
         if core is not None:  # the edge's blur around the calcium, not the vessel beside it
-            allowed = allowed & _dilate(core, CALCIFIED_BLUR_MM, spacing)
+            allowed = allowed & (core | _between(core, hu < (lung_hu + SOFT_TISSUE_HU) / 2.0))
     return _grow(hu, allowed, seed, level, spacing, r0, upper), level
+
+
+def _between(core: np.ndarray, lung: np.ndarray) -> np.ndarray:
+    """Voxels with `core` on one side and `lung` on the other along some axis: the blurred edge
+    of a calcification where it meets lung (in any direction, across slices too). Where it meets
+    soft tissue (a vessel) its edge is the core's own level, half-way between calcium and soft
+    tissue; a vessel's voxel beside it has no lung opposite."""
+    out = np.zeros_like(core)
+    for axis in range(3):
+        for step in (1, -1):
+            inner = np.roll(core, step, axis=axis)  # the neighbour on one side is core ...
+            outer = np.roll(lung, -step, axis=axis)  # ... and the one opposite is lung
+            edge = [slice(None)] * 3
+            edge[axis] = slice(0, 1) if step == 1 else slice(-1, None)
+            inner[tuple(edge)] = False  # (no wrapping round the box)
+            edge[axis] = slice(-1, None) if step == 1 else slice(0, 1)
+            outer[tuple(edge)] = False
+            out |= inner & outer
+    return out & ~core
 
 
 def d2_from(point, shape, spacing) -> np.ndarray:

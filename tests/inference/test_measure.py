@@ -90,8 +90,29 @@ def test_phantom_nodules_measured_within_their_exact_size(phantom_errors):
     assert len(errors) >= 150 and kinds == {"solid", "part-solid", "ground-glass", "juxtapleural", "calcified"}
     assert np.median(np.abs(errors)) <= 0.01, np.round(errors, 3)
     assert np.mean(np.abs(errors) <= 0.05) >= 0.96, np.round(errors, 3)
-    # the worst: a 7 mm calcified nodule sitting on a vessel (+11 %); the goal is 5 % for all
-    assert np.abs(errors).max() <= 0.12, np.round(errors, 3)
+    # the worst: a 22 mm lobulated part-solid nodule (-5.3 %); the goal is 5 % for all
+    assert np.abs(errors).max() <= 0.06, np.round(errors, 3)
+
+
+def ball_beside(spacing, radius, hu_ball, hu_other, other, size_mm=40.0, lung=-850.0):
+    """A ball of `radius` mm at the centre and a second structure `other(x, y, z)` (mm from the
+    centre) where the ball is not, in lung: each voxel the exact mix of the three densities."""
+    shape = tuple(int(size_mm / s) | 1 for s in spacing[::-1])
+    ball = covered(shape, spacing, lambda x, y, z: x**2 + y**2 + z**2 <= radius**2)
+    rest = covered(shape, spacing, lambda x, y, z: other(x, y, z) & (x**2 + y**2 + z**2 > radius**2))
+    hu = np.rint(lung + (hu_ball - lung) * ball + (hu_other - lung) * rest).astype(np.int16)
+    return CtVolume(hu=hu, spacing_xyz=spacing, origin_xyz=(0, 0, 0)), np.array([(n - 1) / 2 for n in shape])
+
+
+@pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.25), (0.7, 0.7, 2.5)])
+def test_calcified_nodule_on_a_vessel(spacing):
+    """A 7.2 mm calcification (450 HU) with a 3.2 mm vessel (40 HU) sunk 1 mm into its side: the
+    mask ends half-way to the vessel where they meet and half-way to the lung elsewhere, across
+    slices too (the blur of a 2.5 mm slice is no vessel)."""
+    r = 3.6
+    vol, c = ball_beside(spacing, r, 450.0, 40.0, lambda x, y, z: (y - (r + 0.6)) ** 2 + z**2 <= 1.6**2)
+    s = measure(vol, c)
+    assert s.diameter_mm == pytest.approx(2 * r, rel=0.05)
 
 
 @pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.25), (0.7, 0.7, 2.5)])
