@@ -14,6 +14,7 @@
 (c) the time of one classifier fine-tune (5 epochs, the defaults) on one reviewed scan.
 
     .venv/bin/python scripts/bench_finetune.py [--parts abc] [--device auto] [--out DIR] [--lr LR] [--seed N]
+                                        [--augmentation parent|book|exact]
 
 Models are registered in a temporary LungView home, never the user's.
 """
@@ -118,7 +119,8 @@ def part_a(device, out: Path, settings=None) -> None:
           f"{n} nodules, at p >= 0.5:")
     print(f"    demo models:          sensitivity {s0:.2f} ({tp0}/{n}), {f0:.2f} FP/scan, CPM {c0:.3f}")
     print(f"    after fine-tuning on 3 reviewed phantoms ({result.seconds:.0f} s, {device.name}, "
-          f"lr {result.settings['lr']}, seed {result.settings['seed']}): "
+          f"lr {result.settings['lr']}, seed {result.settings['seed']}, {result.settings['augmentation']} "
+          f"augmentation): "
           f"sensitivity {s1:.2f} ({tp1}/{n}), {f1:.2f} FP/scan, CPM {c1:.3f}")
     print(f"    false positives per scan x{f1 / f0:.2f}" if f0 else "    no false positives before")
     t_eq, f_eq = fp_at_sensitivity(after, truths, tp0)
@@ -186,6 +188,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="where the phantoms and workspaces go (default: a temporary folder)")
     ap.add_argument("--lr", type=float, help="(a): the fine-tune's learning rate (default the book's)")
     ap.add_argument("--seed", type=int, default=0, help="(a): the fine-tune's seed")
+    ap.add_argument("--augmentation", default="parent", choices=("parent", "book", "exact"),
+                    help="(a): the fine-tune's augmentation (default: the parent's)")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="lungview-bench-finetune-"))
     os.environ["LUNGVIEW_HOME"] = str(out / "home")  # the models trained here never reach the user's
@@ -198,7 +202,7 @@ def main() -> int:
     for part, fn in (("a", part_a), ("b", part_b), ("c", part_c)):
         if part in args.parts:
             if part == "a":
-                fn(device, out, Settings(lr=args.lr, seed=args.seed))
+                fn(device, out, Settings(lr=args.lr, seed=args.seed, augmentation=args.augmentation))
             else:
                 fn(device, out)
             sys.stdout.flush()
