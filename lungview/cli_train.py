@@ -1,4 +1,4 @@
-"""`lungview train` (fine-tune a model on a workspace's reviews, headless) and `lungview models
+"""`lungview train` (fine-tune a model on a workspace's reviews or on LUNA16, headless) and `lungview models
 list|show|use` (the versions, which one is active, rollback)."""
 
 from __future__ import annotations
@@ -11,8 +11,15 @@ MODEL_KEYS = ("id", "role", "path", "parent", "active", "verdict", "reason", "me
 
 
 def add_commands(sub, parser_class) -> None:
-    tr = sub.add_parser("train", help="fine-tune a model on the reviewed findings of a workspace")
-    tr.add_argument("--workspace", required=True, metavar="DIR")
+    tr = sub.add_parser("train", help="fine-tune a model on the reviewed findings of a workspace, or on LUNA16")
+    source = tr.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workspace", metavar="DIR", help="a LungView workspace's reviews")
+    source.add_argument("--luna16", metavar="DIR", help="LUNA16's layout: subset0..9/*.mhd, annotations.csv, "
+                                                       "candidates(_V2).csv, the book's annotations_with_malignancy.csv")
+    tr.add_argument("--fold", type=int, metavar="K", help="LUNA16: subsetK validates (default: the book's split, "
+                                                         "every tenth series)")
+    tr.add_argument("--max-negatives", type=int, default=100, metavar="N",
+                    help="LUNA16: at most N class-0 candidates per scan as negatives (a seeded draw; default 100)")
     tr.add_argument("--role", required=True, choices=("nodule", "malignancy", "segmentation"))
     tr.add_argument("--val-scans", nargs="+", metavar="UID", help="these scans for validation (never trained on)")
     tr.add_argument("--epochs", type=int, default=5)
@@ -58,7 +65,7 @@ def cmd_train(args) -> int:
     from lungview.core import LungViewError
     from lungview.inference.device import resolve_device
     from lungview.review.workspace import Workspace
-    from lungview.training.finetune import Settings, train_from_workspace
+    from lungview.training.finetune import Settings, train_from_luna16, train_from_workspace
 
     if args.epochs < 1:
         raise LungViewError(f"--epochs must be at least 1, not {args.epochs}")
@@ -75,11 +82,17 @@ def cmd_train(args) -> int:
         bar.set_postfix_str(message, refresh=False)
         bar.refresh()
 
-    with Workspace(args.workspace) as ws:
-        result, version = train_from_workspace(ws, args.role, device, Settings(epochs=args.epochs, lr=args.lr,
-                                                                               seed=args.seed,
-                                                                               augmentation=args.augmentation),
-                                               args.val_scans, progress)
+    settings = Settings(epochs=args.epochs, lr=args.lr, seed=args.seed, augmentation=args.augmentation)
+    if args.luna16:
+        if args.val_scans:
+            raise LungViewError("--val-scans is for a workspace; LUNA16 validates by --fold or the book's split")
+        result, version = train_from_luna16(args.luna16, args.role, device, settings, args.fold, args.max_negatives,
+                                            progress)
+    else:
+        if args.fold is not None:
+            raise LungViewError("--fold is for --luna16")
+        with Workspace(args.workspace) as ws:
+            result, version = train_from_workspace(ws, args.role, device, settings, args.val_scans, progress)
     bar.close()
     out = {"id": version.id, "role": version.role, "path": version.path, "parent": version.parent,
            "verdict": version.verdict, "reason": version.reason, "active": version.verdict == "accepted",

@@ -422,6 +422,46 @@ def train_from_workspace(ws, role: str, device: DeviceInfo, settings: Settings |
     """The whole run: examples and sides (fixed in the workspace before training starts), the
     parent, the fine-tune, the checkpoint (atomically) with its card in the user model directory,
     the registry entry, activated only when accepted. Returns (Result, ModelVersion)."""
+    data = training_data(ws, role, validation)
+    if not data.examples:
+        raise LungViewError(f"{ws.root}: no reviewed findings to learn {role} from")
+    ws.set_splits(data.sides)
+    return train_and_register(data, lambda uid: ws.entry(uid).path, f"reviewed scan(s) of {ws.root}",
+                              {"workspace": str(ws.root)}, device, settings, progress, cancel, on_epoch, model_path)
+
+
+IN_MEMORY_CROPS_GB = 8.0  # crops cut before training: more than this is refused
+
+
+def train_from_luna16(root, role: str, device: DeviceInfo, settings: Settings | None = None, fold: int | None = None,
+                      max_negatives: int | None = 100, progress: ProgressCallback = no_progress,
+                      cancel: CancelToken | None = None, on_epoch=None, model_path: str | None = None):
+    """The same run on a LUNA16 folder (training.luna16): its annotations and candidates (at most
+    `max_negatives` negatives per scan), the book's split or LUNA16's fold. Every crop is cut in
+    memory first: refused beyond IN_MEMORY_CROPS_GB, before any is cut."""
+    from lungview.models.checkpoint import BOOK_CONTEXT, BOOK_CROP_IRC
+    from lungview.training.luna16 import luna16_training_data
+
+    s = settings or Settings()
+    data, luna = luna16_training_data(root, role, fold, max_negatives, s.seed)
+    if not data.examples:
+        raise LungViewError(f"{luna.root}: no annotations or candidates of its scans to learn {role} from")
+    n = sum(len(ex) for ex in data.examples.values())
+    per_example = 4 * (2 * BOOK_CONTEXT + 2) * SEG_CROP**2 if role == "segmentation" else float(np.prod(BOOK_CROP_IRC))
+    need = n * per_example * 4 / 1e9  # float32 (segmentation: 4 crops of input and target per example)
+    if need > IN_MEMORY_CROPS_GB:
+        raise LungViewError(f"{luna.root}: {n} examples would need {need:.1f} GB of crops in memory (at most "
+                            f"{IN_MEMORY_CROPS_GB:.0f}): use fewer subsets or --max-negatives")
+    return train_and_register(data, lambda uid: luna.scans[uid], f"LUNA16 scan(s) of {luna.root}",
+                              {"luna16": str(luna.root), "fold": fold, "max_negatives": max_negatives}, device, s,
+                              progress, cancel, on_epoch, model_path)
+
+
+def train_and_register(data: TrainingData, path_of, source: str, where: dict, device: DeviceInfo,
+                       settings: Settings | None = None, progress: ProgressCallback = no_progress,
+                       cancel: CancelToken | None = None, on_epoch=None, model_path: str | None = None):
+    """Fine-tunes the parent on `data` (scans opened from `path_of(uid)`), writes the checkpoint
+    with its card and registers it, activated only when accepted. Returns (Result, ModelVersion)."""
     import dataclasses
 
     from lungview import __version__
@@ -430,17 +470,14 @@ def train_from_workspace(ws, role: str, device: DeviceInfo, settings: Settings |
     from lungview.models.versions import ModelVersion, new_id, register, trained_path
 
     settings = settings or Settings()
-    data = training_data(ws, role, validation)
-    if not data.examples:
-        raise LungViewError(f"{ws.root}: no reviewed findings to learn {role} from")
-    ws.set_splits(data.sides)
+    role = data.role
     parent, parent_id = parent_for(role, model_path)
     cache: dict[str, object] = {}
 
     def open_scan(uid):
         if uid not in cache:
             cache.clear()  # one scan in memory at a time (crops are cut scan by scan)
-            cache[uid] = open_volume(ws.entry(uid).path, series=uid, cancel=cancel)
+            cache[uid] = open_volume(path_of(uid), series=uid, cancel=cancel)
         return cache[uid]
 
     result = finetune(data, parent, open_scan, device, settings, progress, cancel, on_epoch)
@@ -449,14 +486,14 @@ def train_from_workspace(ws, role: str, device: DeviceInfo, settings: Settings |
     card = dataclasses.replace(
         parent.card, name=f"{role} fine-tuned ({model_id})", role=role, parent=parent_id,
         parent_sha256=parent.sha256, created="", lungview_version=__version__, trained_on_phantoms=False,
-        training_data=(f"fine-tuned on {counts['train']['scans']} reviewed scan(s) of {ws.root}: "
+        training_data=(f"fine-tuned on {counts['train']['scans']} {source}: "
                        f"{counts['train']['positives']} positive and {counts['train']['negatives']} negative "
                        f"examples; validated on {counts['validation']['scans']} scan(s)"),
         metrics={"before": result.before, "after": result.after, "verdict": result.verdict, "reason": result.reason},
         recipe={"name": f"book {role} fine-tune", **result.settings,
                 "augmentation": BOOK_SEG_AUGMENTATION if role == "segmentation"
                 else augmentation_of(parent.card, settings.augmentation)},
-        trained_on={"workspace": str(ws.root), "scans": counts["per_scan"]}, device=device.name,
+        trained_on={**where, "scans": counts["per_scan"]}, device=device.name,
         seconds=round(result.seconds, 2))
     path = trained_path(model_id)
     save_checkpoint(path, result.model, card, parent.kwargs or BOOK_KWARGS[type(result.model).__name__])

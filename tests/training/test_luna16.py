@@ -1,0 +1,135 @@
+"""LUNA16 as a training source: its layout read from a phantom "LUNA16" folder (phantoms written
+as subset0/subset1 .mhd files with annotations.csv and candidates.csv), the book's split and
+LUNA16's folds, the examples as the book's p2ch14 LunaDataset takes them, and `lungview train
+--luna16` end to end."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from lungview.cli import main
+from lungview.core import LungViewError
+from lungview.io.annotations import write_annotations, write_candidates
+from lungview.synthetic import make_phantom, phantom_annotations, write_phantom
+from lungview.training.luna16 import luna16_examples, luna16_sides, luna16_training_data, open_luna16
+
+SEEDS = (71, 72, 73, 74)
+
+
+@pytest.fixture(scope="module")
+def luna_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("luna16")
+    annotations, candidates, malignancy = [], [], []
+    rng = np.random.default_rng(0)
+    for k, seed in enumerate(SEEDS):
+        ph = make_phantom(seed, size=160, slices=50, pixel_mm=2.0, slice_mm=2.5, nodules=3, kinds=("solid",),
+                          diameter_mm=(8, 20))
+        folder = root / f"subset{k // 2}"
+        path = write_phantom(ph, folder, "mhd")
+        (folder / "annotations.csv").unlink()  # (write_phantom's own, per scan)
+        assert path.name == f"{ph.volume.series_uid}.mhd"
+        anns = phantom_annotations(ph)
+        annotations += anns
+        for a in anns:
+            malignancy.append(type(a)(a.series_uid, a.center_xyz, a.diameter_mm,
+                                      {"mal_bool": str(bool(a.extra["malignant"]))}))
+            candidates.append((a.series_uid, a.center_xyz, 1))
+        lung = np.argwhere(ph.lung_mask)
+        for i in rng.choice(len(lung), 5, replace=False):
+            candidates.append((ph.volume.series_uid, tuple(ph.volume.irc_to_xyz(lung[i])), 0))
+    annotations.append(type(annotations[0])("1.2.3.not.here", (0.0, 0.0, 0.0), 5.0, {}))  # a series of no subset
+    write_annotations(root / "annotations.csv", annotations)
+    write_candidates(root / "candidates.csv", candidates)
+    write_annotations(root / "annotations_with_malignancy.csv", malignancy)
+    return root
+
+
+def test_layout_uids_from_file_names_and_the_splits(luna_dir):
+    luna = open_luna16(luna_dir)
+    uids = sorted(luna.scans)
+    assert len(uids) == 4 and all(luna.scans[u].name == f"{u}.mhd" for u in uids)
+    assert {luna.subset[u] for u in uids} == {0, 1}
+    assert luna.skipped == ["1.2.3.not.here"] and len(luna.annotations) == 12
+    # the book's split: every tenth of the sorted series, from the first: here the first alone
+    assert luna16_sides(luna) == {u: "validation" if u == uids[0] else "train" for u in uids}
+    # LUNA16's fold 1: subset1 validates
+    fold = luna16_sides(luna, 1)
+    assert {u for u, s in fold.items() if s == "validation"} == {u for u in uids if luna.subset[u] == 1}
+    with pytest.raises(LungViewError, match="no subset7 for fold 7"):
+        luna16_sides(luna, 7)
+
+
+def test_examples_as_the_book_takes_them(luna_dir):
+    luna = open_luna16(luna_dir)
+    nod = luna16_examples(luna, "nodule")
+    with open(luna_dir / "candidates.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sum(e.label for ex in nod.values() for e in ex) == 12  # the annotations
+    assert sum(1 - e.label for ex in nod.values() for e in ex) == sum(r["class"] == "0" for r in rows)
+    mal = luna16_examples(luna, "malignancy")
+    with open(luna_dir / "annotations_with_malignancy.csv", newline="") as fh:
+        truth = sorted(r["mal_bool"] == "True" for r in csv.DictReader(fh))
+    assert sorted(bool(e.label) for ex in mal.values() for e in ex) == truth
+    data, _ = luna16_training_data(luna_dir, "segmentation")
+    uid = sorted(data.examples)[1]
+    from lungview.io import open_volume
+
+    vol = open_volume(luna.scans[uid])
+    labels = data.masks_of(uid, vol).labels
+    for n, e in enumerate(data.examples[uid], start=1):  # each nodule's mask holds its centre
+        assert labels[tuple(np.rint(vol.xyz_to_irc(np.asarray(e.center_xyz))).astype(int))] == n
+
+
+def test_layout_errors_name_the_file(luna_dir, tmp_path):
+    with pytest.raises(LungViewError, match="no subset0 ... subset9 folders"):
+        open_luna16(tmp_path)
+    copy = tmp_path / "luna"
+    shutil.copytree(luna_dir, copy)
+    (copy / "annotations_with_malignancy.csv").unlink()
+    with pytest.raises(LungViewError, match="malignancy needs the book's annotations_with_malignancy.csv"):
+        luna16_examples(open_luna16(copy), "malignancy")
+    (copy / "annotations.csv").unlink()
+    with pytest.raises(LungViewError, match=r"annotations.csv: missing"):
+        open_luna16(copy)
+
+
+def test_train_on_luna16_from_the_command_line(luna_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "home"))
+    code = main(["train", "--luna16", str(luna_dir), "--role", "nodule", "--fold", "1", "--epochs", "1", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    trained = json.loads(out)
+    assert trained["counts"]["train"]["scans"] == 2 and trained["counts"]["validation"]["scans"] == 2
+    luna = open_luna16(luna_dir)
+    train_pos = sum(1 for a in luna.annotations if luna.subset[a.series_uid] == 0)
+    assert trained["counts"]["train"]["positives"] == train_pos
+    assert trained["before"]["nodules"] == 12 - train_pos  # the validation side's annotations
+    from lungview.models.checkpoint import load_checkpoint
+
+    card = load_checkpoint(trained["path"], "nodule").card
+    assert card.trained_on["luna16"] == str(luna_dir) and card.trained_on["fold"] == 1
+    code = main(["train", "--luna16", str(luna_dir), "--role", "nodule", "--val-scans", "1.2"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--val-scans is for a workspace" in err and err.count("\n") == 1
+
+
+def test_negatives_drawn_per_scan_and_a_memory_bound(luna_dir, tmp_path, monkeypatch):
+    luna = open_luna16(luna_dir)
+    full = luna16_examples(luna, "nodule")
+    few = luna16_examples(luna, "nodule", max_negatives=2, seed=3)
+    for uid, ex in full.items():
+        neg = {e.center_xyz for e in ex if not e.label}
+        drawn = [e.center_xyz for e in few[uid] if not e.label]
+        assert len(drawn) == min(2, len(neg)) and set(drawn) <= neg  # a subset of the scan's own
+        assert [e for e in few[uid] if e.label] == [e for e in ex if e.label]  # every positive kept
+    assert few == luna16_examples(luna, "nodule", max_negatives=2, seed=3)  # seeded
+    from lungview.inference.device import resolve_device
+    from lungview.training import finetune
+
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(finetune, "IN_MEMORY_CROPS_GB", 0.001)
+    with pytest.raises(LungViewError, match=r"32 examples would need 0.0 GB of crops in memory"):
+        finetune.train_from_luna16(luna_dir, "nodule", resolve_device("cpu"))
