@@ -20,6 +20,10 @@ def add_commands(sub, parser_class) -> None:
                                                          "every tenth series)")
     tr.add_argument("--max-negatives", type=int, default=100, metavar="N",
                     help="LUNA16: at most N class-0 candidates per scan as negatives (a seeded draw; default 100)")
+    tr.add_argument("--cache", metavar="DIR", help="LUNA16: the crop cache's folder (default: the user data folder's "
+                                                  "cache/crops); built once, resumed where an earlier build stopped")
+    tr.add_argument("--workers", type=int, default=0, metavar="N",
+                    help="LUNA16: processes cutting the crop cache (default: one per CPU)")
     tr.add_argument("--role", required=True, choices=("nodule", "malignancy", "segmentation"))
     tr.add_argument("--val-scans", nargs="+", metavar="UID", help="these scans for validation (never trained on)")
     tr.add_argument("--epochs", type=int, default=5)
@@ -87,10 +91,10 @@ def cmd_train(args) -> int:
         if args.val_scans:
             raise LungViewError("--val-scans is for a workspace; LUNA16 validates by --fold or the book's split")
         result, version = train_from_luna16(args.luna16, args.role, device, settings, args.fold, args.max_negatives,
-                                            progress)
+                                            args.cache, args.workers, progress)
     else:
-        if args.fold is not None:
-            raise LungViewError("--fold is for --luna16")
+        if args.fold is not None or args.cache or args.workers:
+            raise LungViewError("--fold, --cache and --workers are for --luna16")
         with Workspace(args.workspace) as ws:
             result, version = train_from_workspace(ws, args.role, device, settings, args.val_scans, progress)
     bar.close()

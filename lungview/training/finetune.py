@@ -301,12 +301,13 @@ def _result(model: torch.nn.Module, history: list[dict], before: dict | None, da
 
 def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceInfo,
              settings: Settings | None = None, progress: ProgressCallback = no_progress,
-             cancel: CancelToken | None = None, on_epoch=None) -> Result:
+             cancel: CancelToken | None = None, on_epoch=None, crops=None) -> Result:
     """Fine-tunes a copy of `parent` on the training scans' examples with its augmentation
     (augmentation_of) and batches balanced between the two classes; evaluates parent and child on the validation
     scans in the same run. Seeded: the same data and seed give the same weights on the CPU.
-    `on_epoch(record)` after each epoch (the panel's curves). Cancel raises Cancelled: nothing is
-    written here."""
+    `on_epoch(record)` after each epoch (the panel's curves). `crops(examples, margin)` gives
+    the classifiers' crops and labels (default: cut now by crops_of; training.cache reads them
+    from disk). Cancel raises Cancelled: nothing is written here."""
     s = settings or Settings()
     if data.role == "segmentation":
         return _finetune_segmentation(data, parent, open_scan, device, s, progress, cancel, on_epoch)
@@ -319,8 +320,9 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     progress(0, 1, "cutting crops")
     aug = augmentation_of(card, s.augmentation)
     exact = "shift_voxels" in aug
-    x_train, y_train = crops_of(train, open_scan, card, int(aug["shift_voxels"]) if exact else 0)
-    x_val, _ = crops_of(val, open_scan, card)
+    crops = crops or (lambda ex, margin: crops_of(ex, open_scan, card, margin))
+    x_train, y_train = crops(train, int(aug["shift_voxels"]) if exact else 0)
+    x_val, _ = crops(val, 0)
     if cancel is not None:
         cancel.check()
     torch.manual_seed(s.seed)
@@ -430,38 +432,35 @@ def train_from_workspace(ws, role: str, device: DeviceInfo, settings: Settings |
                               {"workspace": str(ws.root)}, device, settings, progress, cancel, on_epoch, model_path)
 
 
-IN_MEMORY_CROPS_GB = 8.0  # crops cut before training: more than this is refused
-
-
 def train_from_luna16(root, role: str, device: DeviceInfo, settings: Settings | None = None, fold: int | None = None,
-                      max_negatives: int | None = 100, progress: ProgressCallback = no_progress,
-                      cancel: CancelToken | None = None, on_epoch=None, model_path: str | None = None):
+                      max_negatives: int | None = 100, cache_dir=None, workers: int = 0,
+                      progress: ProgressCallback = no_progress, cancel: CancelToken | None = None, on_epoch=None,
+                      model_path: str | None = None):
     """The same run on a LUNA16 folder (training.luna16): its annotations and candidates (at most
-    `max_negatives` negatives per scan), the book's split or LUNA16's fold. Every crop is cut in
-    memory first: refused beyond IN_MEMORY_CROPS_GB, before any is cut."""
-    from lungview.models.checkpoint import BOOK_CONTEXT, BOOK_CROP_IRC
+    `max_negatives` negatives per scan), the book's split or LUNA16's fold. The classifiers' crops
+    go through the crop cache in `cache_dir` (default: the user data folder's cache/crops), built
+    by `workers` processes where missing."""
+    from lungview.models.registry import user_data_dir
     from lungview.training.luna16 import luna16_training_data
 
     s = settings or Settings()
     data, luna = luna16_training_data(root, role, fold, max_negatives, s.seed)
     if not data.examples:
         raise LungViewError(f"{luna.root}: no annotations or candidates of its scans to learn {role} from")
-    n = sum(len(ex) for ex in data.examples.values())
-    per_example = 4 * (2 * BOOK_CONTEXT + 2) * SEG_CROP**2 if role == "segmentation" else float(np.prod(BOOK_CROP_IRC))
-    need = n * per_example * 4 / 1e9  # float32 (segmentation: 4 crops of input and target per example)
-    if need > IN_MEMORY_CROPS_GB:
-        raise LungViewError(f"{luna.root}: {n} examples would need {need:.1f} GB of crops in memory (at most "
-                            f"{IN_MEMORY_CROPS_GB:.0f}): use fewer subsets or --max-negatives")
     return train_and_register(data, lambda uid: luna.scans[uid], f"LUNA16 scan(s) of {luna.root}",
                               {"luna16": str(luna.root), "fold": fold, "max_negatives": max_negatives}, device, s,
-                              progress, cancel, on_epoch, model_path)
+                              progress, cancel, on_epoch, model_path,
+                              cache_dir=cache_dir or user_data_dir() / "cache" / "crops", workers=workers)
 
 
 def train_and_register(data: TrainingData, path_of, source: str, where: dict, device: DeviceInfo,
                        settings: Settings | None = None, progress: ProgressCallback = no_progress,
-                       cancel: CancelToken | None = None, on_epoch=None, model_path: str | None = None):
-    """Fine-tunes the parent on `data` (scans opened from `path_of(uid)`), writes the checkpoint
-    with its card and registers it, activated only when accepted. Returns (Result, ModelVersion)."""
+                       cancel: CancelToken | None = None, on_epoch=None, model_path: str | None = None,
+                       cache_dir=None, workers: int = 0):
+    """Fine-tunes the parent on `data` (scans opened from `path_of(uid)`; with `cache_dir`, the
+    classifiers' crops from the crop cache there, built first where missing), writes the
+    checkpoint with its card and registers it, activated only when accepted. Returns (Result,
+    ModelVersion)."""
     import dataclasses
 
     from lungview import __version__
@@ -480,7 +479,14 @@ def train_and_register(data: TrainingData, path_of, source: str, where: dict, de
             cache[uid] = open_volume(path_of(uid), series=uid, cancel=cancel)
         return cache[uid]
 
-    result = finetune(data, parent, open_scan, device, settings, progress, cancel, on_epoch)
+    crops = None  # cut in memory by finetune
+    if cache_dir is not None and role != "segmentation":
+        from lungview.training.cache import crop_cache
+
+        cache = crop_cache(cache_dir, parent.card, int(EXACT_AUGMENTATION["shift_voxels"]))
+        cache.build(data.examples, path_of, parent.card, workers, progress, cancel)
+        crops = cache.crops
+    result = finetune(data, parent, open_scan, device, settings, progress, cancel, on_epoch, crops)
     model_id = new_id(role)
     counts = result.counts
     card = dataclasses.replace(

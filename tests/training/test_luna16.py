@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from lungview.cli import main
 from lungview.core import LungViewError
@@ -126,10 +127,56 @@ def test_negatives_drawn_per_scan_and_a_memory_bound(luna_dir, tmp_path, monkeyp
         assert len(drawn) == min(2, len(neg)) and set(drawn) <= neg  # a subset of the scan's own
         assert [e for e in few[uid] if e.label] == [e for e in ex if e.label]  # every positive kept
     assert few == luna16_examples(luna, "nodule", max_negatives=2, seed=3)  # seeded
-    from lungview.inference.device import resolve_device
-    from lungview.training import finetune
 
-    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(finetune, "IN_MEMORY_CROPS_GB", 0.001)
-    with pytest.raises(LungViewError, match=r"32 examples would need 0.0 GB of crops in memory"):
-        finetune.train_from_luna16(luna_dir, "nodule", resolve_device("cpu"))
+
+def test_crop_cache_holds_inference_crops_and_resumes(luna_dir, tmp_path):
+    from lungview.core.jobs import Cancelled, CancelToken
+    from lungview.io import open_volume
+    from lungview.models.registry import resolve_models
+    from lungview.models.checkpoint import load_checkpoint
+    from lungview.training.cache import crop_cache
+    from lungview.training.finetune import crops_of
+
+    card = load_checkpoint(resolve_models(use_user_dir=False)["nodule"].path, "nodule").card
+    luna = open_luna16(luna_dir)
+    examples = luna16_examples(luna, "nodule")
+    cache = crop_cache(tmp_path / "cache", card, margin=2)
+    # an interrupted build: cancelled after its first scan, it keeps only whole files
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        cache.build(examples, lambda u: luna.scans[u], card, workers=1,
+                    progress=lambda d, t, m: token.cancel() if d >= 1 else None, cancel=token)
+    kept = sorted(p.name for p in cache.root.iterdir())
+    assert 1 <= len(kept) < 4 and all(n.endswith(".npy") and not n.startswith(".") for n in kept)
+    report = cache.build(examples, lambda u: luna.scans[u], card, workers=2)  # resumed
+    assert report["kept"] == len(kept) and report["cut"] == 4 - len(kept) and report["crops"] == 32
+    assert cache.build(examples, lambda u: luna.scans[u], card)["cut"] == 0  # built once
+    # the very crops inference's function cuts, and labels, in every margin up to the cache's
+    some = [e for u in sorted(examples) for e in examples[u]]
+    x, y = cache.crops(some, margin=2)
+    ref, ref_y = crops_of(some, lambda u: open_volume(luna.scans[u]), card, margin=2)
+    pick = [0, 5, 31, 7, 7]
+    assert np.array_equal(x[pick], ref[pick]) and np.array_equal(y, ref_y) and len(x) == 32
+    x0, _ = cache.crops(some, margin=0)
+    assert x0.shape == (32, *card.crop) and np.array_equal(x0[3:9], ref[3:9, 2:-2, 2:-2, 2:-2])
+    # a changed example list is a new file, never a stale one
+    uid = sorted(examples)[0]
+    assert cache.file_for(uid, examples[uid][:-1]) != cache.file_for(uid, examples[uid])
+
+
+def test_training_from_the_cache_equals_training_in_memory(luna_dir, tmp_path, monkeypatch):
+    from lungview.inference.device import resolve_device
+    from lungview.training.finetune import Settings, train_and_register
+
+    cpu = resolve_device("cpu", "fp32")
+    luna = open_luna16(luna_dir)
+    data, _ = luna16_training_data(luna_dir, "nodule", fold=1, max_negatives=4)
+    settings = Settings(epochs=1, steps_per_epoch=3, batch=8)
+    states = []
+    for k, cache in enumerate((None, tmp_path / "cache")):
+        monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / f"home{k}"))
+        result, _ = train_and_register(data, lambda u: luna.scans[u], "LUNA16 scans", {}, cpu, settings,
+                                       cache_dir=cache, workers=1)
+        states.append(result.model.state_dict())
+        assert result.before["nodules"] == 6
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
