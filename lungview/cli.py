@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    args.argv = argv  # (lungview train --nproc starts the same command again under torchrun)
     try:
         return args.func(args)
     except LungViewError as exc:

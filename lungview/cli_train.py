@@ -33,6 +33,9 @@ def add_commands(sub, parser_class) -> None:
                     help="classifiers: the one the parent learned with (default; the book's for the book's "
                          "checkpoints, exact whole-voxel moves for the demo models), the book's, or exact")
     tr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    tr.add_argument("--nproc", type=int, metavar="N", help="train in N processes on this machine (torchrun: one per "
+                                                          "GPU, or CPU processes with gloo); the global batch is "
+                                                          "split between them")
     tr.add_argument("--json", action="store_true", help="print one JSON object")
     tr.set_defaults(func=cmd_train)
 
@@ -71,16 +74,24 @@ def cmd_train(args) -> int:
     from lungview.review.workspace import Workspace
     from lungview.training.finetune import Settings, train_from_luna16, train_from_workspace
 
+    from lungview.training import distributed
+
     if args.epochs < 1:
         raise LungViewError(f"--epochs must be at least 1, not {args.epochs}")
-    device = resolve_device(args.device)
-    bar = tqdm(total=1, desc=f"train {args.role}", file=sys.stderr, delay=1.0, disable=args.json)
+    if args.nproc is not None:  # lungview train ... again, under torchrun
+        return distributed.launch(args.nproc, _without_nproc(args.argv))
+    device = distributed.init_from_env(resolve_device(args.device))
+    rank, size = distributed.rank_and_size()
+    quiet = args.json or rank != 0  # process 0 alone reports
+    bar = tqdm(total=1, desc=f"train {args.role}", file=sys.stderr, delay=1.0, disable=quiet)
     started = []
 
     def progress(done, total, message):
+        if rank != 0:
+            return
         if not started:  # the device named once the data is there and training begins
             started.append(True)
-            bar.write(f"training on {device.name}", file=sys.stderr)
+            bar.write(f"training on {device.name}" + (f", {size} processes" if size > 1 else ""), file=sys.stderr)
         bar.total = total
         bar.n = done
         bar.set_postfix_str(message, refresh=False)
@@ -98,6 +109,9 @@ def cmd_train(args) -> int:
         with Workspace(args.workspace) as ws:
             result, version = train_from_workspace(ws, args.role, device, settings, args.val_scans, progress)
     bar.close()
+    distributed.finish()
+    if rank != 0:
+        return 0
     out = {"id": version.id, "role": version.role, "path": version.path, "parent": version.parent,
            "verdict": version.verdict, "reason": version.reason, "active": version.verdict == "accepted",
            "before": result.before, "after": result.after, "history": result.history, "counts": {
@@ -116,6 +130,18 @@ def cmd_train(args) -> int:
     print(f"  {version.verdict}: {version.reason}" + ("" if version.verdict == "accepted" else
                                                         f" (kept; `lungview models use {version.id}` activates it)"))
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def _entry(v, active: bool) -> dict:

@@ -303,8 +303,10 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
              settings: Settings | None = None, progress: ProgressCallback = no_progress,
              cancel: CancelToken | None = None, on_epoch=None, crops=None) -> Result:
     """Fine-tunes a copy of `parent` on the training scans' examples with its augmentation
-    (augmentation_of) and batches balanced between the two classes; evaluates parent and child on the validation
-    scans in the same run. Seeded: the same data and seed give the same weights on the CPU.
+    (augmentation_of) and batches balanced between the two classes; evaluates parent and child on
+    the validation scans in the same run. Seeded: the same data and seed give the same weights on
+    the CPU. In a process group (training.distributed) each process trains on its share of the
+    same global batch under DistributedDataParallel, and process 0 alone validates.
     `on_epoch(record)` after each epoch (the panel's curves). `crops(examples, margin)` gives
     the classifiers' crops and labels (default: cut now by crops_of; training.cache reads them
     from disk). Cancel raises Cancelled: nothing is written here."""
@@ -334,7 +336,9 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     params, frozen = _trainable(model, data.role)
     s = replace(s, lr=s.lr or BOOK_LR[data.role])
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-    validate = (lambda m: evaluate_on(val, scores(m, x_val, device), data.role, s.threshold)) if val else None
+    net, rank, share = _parallel(model, device, s.batch)
+    validate = (lambda m: evaluate_on(val, scores(getattr(m, "module", m), x_val, device), data.role, s.threshold)) \
+        if val and rank == 0 else None
     before = validate(parent.module) if validate else None
     pos, neg = np.flatnonzero(y_train == 1), np.flatnonzero(y_train == 0)
     steps = s.steps_per_epoch or max(4, math.ceil(2 * max(len(pos), len(neg)) / s.batch))
@@ -343,18 +347,35 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
         half = s.batch // 2
         pick = np.concatenate([rng.choice(pos, half), rng.choice(neg, s.batch - half)])
         if exact:
-            x = torch.from_numpy(augment_exact(x_train[pick], rng, aug))[:, None].to(device.device)
+            x = torch.from_numpy(augment_exact(x_train[pick], rng, aug)[share])[:, None].to(device.device)
         else:
-            x = augment(torch.from_numpy(x_train[pick])[:, None].to(device.device), rng, aug)
+            x = augment(torch.from_numpy(x_train[pick])[:, None].to(device.device), rng, aug)[share]
         if cpu:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        y = torch.from_numpy(y_train[pick]).to(device.device)
+        y = torch.from_numpy(y_train[pick][share]).to(device.device)
         with autocast_gpu(device):
-            logits, _ = model(x)
+            logits, _ = net(x)
         return F.cross_entropy(logits.float(), y)
 
-    history = _epochs(model, frozen, opt, steps, s, step_loss, validate, progress, cancel, on_epoch)
+    history = _epochs(net, frozen, opt, steps, s, step_loss, validate, progress, cancel, on_epoch)
     return _result(model, history, before, data, s, t0)
+
+
+def _parallel(model: torch.nn.Module, device: DeviceInfo, batch: int):
+    """(the module to train, this process's rank, its share of a global batch): the model itself
+    in one process; in a process group, the model under DistributedDataParallel (gradients
+    averaged over the processes) and this process's slice of each batch all of them draw alike."""
+    from lungview.training.distributed import rank_and_size
+
+    rank, size = rank_and_size()
+    if size == 1:
+        return model, 0, slice(None)
+    if batch % size:
+        raise LungViewError(f"a batch of {batch} does not split evenly over {size} processes")
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.device.index] if device.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids), rank, slice(rank * batch // size, (rank + 1) * batch // size)
 
 
 def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceInfo, s: Settings,
@@ -364,6 +385,10 @@ def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, d
     the validation scans' masks before and after."""
     from lungview.training.loops import dice_bce_loss
 
+    from lungview.training.distributed import rank_and_size
+
+    if rank_and_size()[1] > 1:
+        raise LungViewError("the U-Net trains in one process for now; run it without torchrun")
     t0 = time.perf_counter()
     train, val = data.examples_on("train"), data.examples_on("validation")
     if not any(e.label for e in train):
@@ -479,14 +504,21 @@ def train_and_register(data: TrainingData, path_of, source: str, where: dict, de
             cache[uid] = open_volume(path_of(uid), series=uid, cancel=cancel)
         return cache[uid]
 
+    from lungview.training.distributed import barrier, rank_and_size
+
+    rank = rank_and_size()[0]
     crops = None  # cut in memory by finetune
     if cache_dir is not None and role != "segmentation":
         from lungview.training.cache import crop_cache
 
         cache = crop_cache(cache_dir, parent.card, int(EXACT_AUGMENTATION["shift_voxels"]))
-        cache.build(data.examples, path_of, parent.card, workers, progress, cancel)
+        if rank == 0:  # the others wait for it, then read it
+            cache.build(data.examples, path_of, parent.card, workers, progress, cancel)
+        barrier()
         crops = cache.crops
     result = finetune(data, parent, open_scan, device, settings, progress, cancel, on_epoch, crops)
+    if rank != 0:
+        return result, None  # process 0 writes and registers
     model_id = new_id(role)
     counts = result.counts
     card = dataclasses.replace(
