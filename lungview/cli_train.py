@@ -24,6 +24,8 @@ def add_commands(sub, parser_class) -> None:
                                                   "cache/crops); built once, resumed where an earlier build stopped")
     tr.add_argument("--workers", type=int, default=0, metavar="N",
                     help="LUNA16: processes cutting the crop cache (default: one per CPU)")
+    tr.add_argument("--resume", action="store_true", help="LUNA16: continue the same run (same source, role and "
+                                                            "settings) from the end of its last finished epoch")
     tr.add_argument("--role", required=True, choices=("nodule", "malignancy", "segmentation"))
     tr.add_argument("--val-scans", nargs="+", metavar="UID", help="these scans for validation (never trained on)")
     tr.add_argument("--epochs", type=int, default=5)
@@ -102,10 +104,10 @@ def cmd_train(args) -> int:
         if args.val_scans:
             raise LungViewError("--val-scans is for a workspace; LUNA16 validates by --fold or the book's split")
         result, version = train_from_luna16(args.luna16, args.role, device, settings, args.fold, args.max_negatives,
-                                            args.cache, args.workers, progress)
+                                            args.cache, args.workers, args.resume, progress)
     else:
-        if args.fold is not None or args.cache or args.workers:
-            raise LungViewError("--fold, --cache and --workers are for --luna16")
+        if args.fold is not None or args.cache or args.workers or args.resume:
+            raise LungViewError("--fold, --cache, --workers and --resume are for --luna16")
         with Workspace(args.workspace) as ws:
             result, version = train_from_workspace(ws, args.role, device, settings, args.val_scans, progress)
     bar.close()

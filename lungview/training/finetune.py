@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -259,13 +260,15 @@ def _trainable(model: torch.nn.Module, role: str):
 
 
 def _epochs(model: torch.nn.Module, frozen: list, opt, steps: int, s: "Settings", step_loss, validate,
-            progress: ProgressCallback, cancel: CancelToken | None, on_epoch) -> list[dict]:
+            progress: ProgressCallback, cancel: CancelToken | None, on_epoch, start: int = 0,
+            history: list[dict] | None = None, after_epoch=None) -> list[dict]:
     """The training loop both recipes share: per epoch `steps` optimizer steps on `step_loss()`
     (frozen modules and every batch norm in eval mode), progress and cancellation after each,
-    then `validate(model)` (None: no validation) and `on_epoch(record)`."""
-    history = []
+    then `validate(model)` (None: no validation), `on_epoch(record)` and `after_epoch(epochs done,
+    history)`. From epoch `start` on, after `history` (a resumed run)."""
+    history = list(history or [])
     total = s.epochs * steps
-    for epoch in range(s.epochs):
+    for epoch in range(start, s.epochs):
         model.train()
         for m in frozen + _batch_norms(model):
             m.eval()
@@ -286,7 +289,49 @@ def _epochs(model: torch.nn.Module, frozen: list, opt, steps: int, s: "Settings"
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
+        if after_epoch is not None:
+            after_epoch(epoch + 1, history)
     return history
+
+
+class RunState:
+    """A long run's progress after each epoch (weights, optimizer, random generators, curves),
+    written atomically by process 0: `--resume` continues an interrupted run from the end of its
+    last epoch to the weights an uninterrupted run reaches. Loaded with weights_only."""
+
+    def __init__(self, path, resume: bool = False):
+        from pathlib import Path
+
+        self.path, self.resume = Path(path), resume
+
+    def restore(self, model: torch.nn.Module, opt, rng: np.random.Generator) -> tuple[int, list[dict]]:
+        """(epochs done, their history): 0 and [] unless resuming a run that has a state."""
+        if not (self.resume and self.path.exists()):
+            return 0, []
+        try:
+            d = torch.load(self.path, map_location="cpu", weights_only=True)
+            model.load_state_dict(d["model"])
+            opt.load_state_dict(d["optimizer"])
+            rng.bit_generator.state = d["rng"]
+            torch.set_rng_state(d["torch_rng"])
+            return int(d["epoch"]), list(d["history"])
+        except Exception as exc:  # noqa: BLE001 - a damaged state is one line, never a traceback
+            raise LungViewError(f"{self.path}: cannot resume from it ({type(exc).__name__}: {exc}); delete it to "
+                                "start over") from None
+
+    def save(self, epoch: int, model: torch.nn.Module, opt, rng: np.random.Generator, history: list[dict]) -> None:
+        from lungview.core.atomic import atomic_path
+        from lungview.training.distributed import rank_and_size
+
+        if rank_and_size()[0] != 0:
+            return
+        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history}
+        with atomic_path(self.path, ".pt") as tmp:
+            torch.save(state, tmp)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _result(model: torch.nn.Module, history: list[dict], before: dict | None, data: TrainingData, s: "Settings",
@@ -301,7 +346,7 @@ def _result(model: torch.nn.Module, history: list[dict], before: dict | None, da
 
 def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceInfo,
              settings: Settings | None = None, progress: ProgressCallback = no_progress,
-             cancel: CancelToken | None = None, on_epoch=None, crops=None) -> Result:
+             cancel: CancelToken | None = None, on_epoch=None, crops=None, state: RunState | None = None) -> Result:
     """Fine-tunes a copy of `parent` on the training scans' examples with its augmentation
     (augmentation_of) and batches balanced between the two classes; evaluates parent and child on
     the validation scans in the same run. Seeded: the same data and seed give the same weights on
@@ -309,7 +354,8 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     same global batch under DistributedDataParallel, and process 0 alone validates.
     `on_epoch(record)` after each epoch (the panel's curves). `crops(examples, margin)` gives
     the classifiers' crops and labels (default: cut now by crops_of; training.cache reads them
-    from disk). Cancel raises Cancelled: nothing is written here."""
+    from disk). With `state`, the run's progress is kept after each epoch and, resuming, restored.
+    Cancel raises Cancelled: nothing else is written here."""
     s = settings or Settings()
     if data.role == "segmentation":
         return _finetune_segmentation(data, parent, open_scan, device, s, progress, cancel, on_epoch)
@@ -357,7 +403,9 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
             logits, _ = net(x)
         return F.cross_entropy(logits.float(), y)
 
-    history = _epochs(net, frozen, opt, steps, s, step_loss, validate, progress, cancel, on_epoch)
+    start, done = state.restore(model, opt, rng) if state else (0, [])
+    history = _epochs(net, frozen, opt, steps, s, step_loss, validate, progress, cancel, on_epoch, start, done,
+                      (lambda e, h: state.save(e, model, opt, rng, h)) if state else None)
     return _result(model, history, before, data, s, t0)
 
 
@@ -458,13 +506,14 @@ def train_from_workspace(ws, role: str, device: DeviceInfo, settings: Settings |
 
 
 def train_from_luna16(root, role: str, device: DeviceInfo, settings: Settings | None = None, fold: int | None = None,
-                      max_negatives: int | None = 100, cache_dir=None, workers: int = 0,
+                      max_negatives: int | None = 100, cache_dir=None, workers: int = 0, resume: bool = False,
                       progress: ProgressCallback = no_progress, cancel: CancelToken | None = None, on_epoch=None,
                       model_path: str | None = None):
     """The same run on a LUNA16 folder (training.luna16): its annotations and candidates (at most
     `max_negatives` negatives per scan), the book's split or LUNA16's fold. The classifiers' crops
     go through the crop cache in `cache_dir` (default: the user data folder's cache/crops), built
-    by `workers` processes where missing."""
+    by `workers` processes where missing. The run's state is kept after each epoch in the user
+    data folder's training/ (removed when the model is registered); `resume` continues from it."""
     from lungview.models.registry import user_data_dir
     from lungview.training.luna16 import luna16_training_data
 
@@ -475,16 +524,18 @@ def train_from_luna16(root, role: str, device: DeviceInfo, settings: Settings | 
     return train_and_register(data, lambda uid: luna.scans[uid], f"LUNA16 scan(s) of {luna.root}",
                               {"luna16": str(luna.root), "fold": fold, "max_negatives": max_negatives}, device, s,
                               progress, cancel, on_epoch, model_path,
-                              cache_dir=cache_dir or user_data_dir() / "cache" / "crops", workers=workers)
+                              cache_dir=cache_dir or user_data_dir() / "cache" / "crops", workers=workers,
+                              state_dir=user_data_dir() / "training", resume=resume)
 
 
 def train_and_register(data: TrainingData, path_of, source: str, where: dict, device: DeviceInfo,
                        settings: Settings | None = None, progress: ProgressCallback = no_progress,
                        cancel: CancelToken | None = None, on_epoch=None, model_path: str | None = None,
-                       cache_dir=None, workers: int = 0):
+                       cache_dir=None, workers: int = 0, state_dir=None, resume: bool = False):
     """Fine-tunes the parent on `data` (scans opened from `path_of(uid)`; with `cache_dir`, the
-    classifiers' crops from the crop cache there, built first where missing), writes the
-    checkpoint with its card and registers it, activated only when accepted. Returns (Result,
+    classifiers' crops from the crop cache there, built first where missing; with `state_dir`, the
+    run's state after each epoch there, and `resume` continues it), writes the checkpoint with its
+    card and registers it, activated only when accepted. Returns (Result,
     ModelVersion)."""
     import dataclasses
 
@@ -516,7 +567,16 @@ def train_and_register(data: TrainingData, path_of, source: str, where: dict, de
             cache.build(data.examples, path_of, parent.card, workers, progress, cancel)
         barrier()
         crops = cache.crops
-    result = finetune(data, parent, open_scan, device, settings, progress, cancel, on_epoch, crops)
+    state = None
+    if state_dir is not None:
+        import hashlib
+        import json
+
+        run = {"where": where, "role": role, "settings": asdict(settings), "parent": parent.sha256,
+               "scans": sorted(data.examples)}
+        key = hashlib.sha256(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        state = RunState(Path(state_dir) / f"{role}-{key}.pt", resume)
+    result = finetune(data, parent, open_scan, device, settings, progress, cancel, on_epoch, crops, state)
     if rank != 0:
         return result, None  # process 0 writes and registers
     model_id = new_id(role)
@@ -539,5 +599,7 @@ def train_and_register(data: TrainingData, path_of, source: str, where: dict, de
                            verdict=result.verdict, reason=result.reason,
                            metrics={"before": result.before, "after": result.after}, created=utc_timestamp())
     register(version, activate=result.verdict == "accepted")
+    if state is not None:
+        state.clear()
     return result, version
 

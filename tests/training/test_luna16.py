@@ -211,3 +211,38 @@ def test_two_processes_train_the_weights_of_one(luna_dir, tmp_path, monkeypatch,
     assert max(float((a[k].float() - parent[k].float()).abs().max()) for k in a) > 1e-3  # it did learn
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+
+def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(luna_dir, tmp_path, monkeypatch):
+    from lungview.core.jobs import Cancelled, CancelToken
+    from lungview.inference.device import resolve_device
+    from lungview.models.versions import list_versions
+    from lungview.training.finetune import Settings, train_from_luna16
+
+    cpu = resolve_device("cpu", "fp32")
+    settings = Settings(epochs=3, steps_per_epoch=3, batch=8)
+    run = dict(fold=1, max_negatives=4, cache_dir=tmp_path / "cache", workers=1)
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "whole"))
+    whole, _ = train_from_luna16(luna_dir, "nodule", cpu, settings, **run)
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "cut"))
+    token = CancelToken()
+
+    def stop_in_epoch_2(done, total, message):
+        if message.startswith("epoch 2/3"):
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        train_from_luna16(luna_dir, "nodule", cpu, settings, progress=stop_in_epoch_2, cancel=token, **run)
+    (state,) = (tmp_path / "cut" / "training").glob("nodule-*.pt")
+    assert torch.load(state, weights_only=True)["epoch"] == 1  # the last finished epoch
+    assert not [v for v, _ in list_versions() if not v.builtin]  # nothing registered
+    resumed, version = train_from_luna16(luna_dir, "nodule", cpu, settings, resume=True, **run)
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    assert not state.exists() and version.verdict in ("accepted", "refused")  # done: the state is gone
+    # a damaged state is one clear line
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_bytes(b"not a checkpoint")
+    with pytest.raises(LungViewError, match="cannot resume from it"):
+        train_from_luna16(luna_dir, "nodule", cpu, settings, resume=True, **run)
