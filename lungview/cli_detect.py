@@ -28,6 +28,8 @@ def add_commands(sub, parser_class) -> None:
     det.add_argument("--workspace", metavar="DIR", help="also keep the results there, as the viewer does: "
                      "detections at or above --threshold join each scan's review as unreviewed findings")
     det.add_argument("--json", action="store_true", help="print one JSON object")
+    det.add_argument("--nproc", type=int, metavar="N", help="split the scans over N processes on this machine "
+                                                          "(torchrun; one GPU each where there are GPUs)")
     det.add_argument("--debug", action="store_true", help="show tracebacks")
     det.set_defaults(func=cmd_detect)
 
@@ -59,18 +61,31 @@ def _models(args):
 
 
 def cmd_detect(args) -> int:
+    """One process, or under torchrun several: each takes every N-th scan (reading the next while
+    the current one runs), process 0 gathers the results in the order of the paths and alone
+    writes and prints. A scan that fails is reported and skipped; the others go on."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     from lungview.detect_io import scan_record
     from lungview.inference.device import resolve_device
     from lungview.inference.pipeline import Pipeline
     from lungview.io import open_volume
+    from lungview.training import distributed
 
     if not 0.0 <= args.threshold <= 1.0:
         raise LungViewError(f"--threshold must lie in [0, 1], not {args.threshold}")
     if args.out and not args.out.lower().endswith((".csv", ".json")):
         raise LungViewError(f"{args.out}: --out must end in .csv or .json")
-    device = resolve_device(args.device, args.precision)
+    if args.nproc is not None:
+        if args.workspace:
+            raise LungViewError("--workspace keeps the results of one process: run it without --nproc")
+        return distributed.launch(args.nproc, args.argv)
+    if distributed.launched() and args.workspace:
+        raise LungViewError("--workspace keeps the results of one process: run it without torchrun")
+    device = distributed.init_from_env(resolve_device(args.device, args.precision), gather_only=True)
+    rank, size = distributed.rank_and_size()
     loaded = _models(args)
     workspace = None
     if args.workspace:
@@ -82,31 +97,52 @@ def cmd_detect(args) -> int:
     model_info = {role: {"label": m.label, "origin": c.origin, "path": str(c.path)} if m else None
                   for role, (m, c) in loaded.items()}
     demo = any(c is not None and c.origin == "demo" for _, c in loaded.values())
-    scans, failed = [], 0
-    bar = tqdm(args.paths, desc="detect", unit="scan", file=sys.stderr, delay=1.0,
-               disable=len(args.paths) == 1 and args.json)
-    for path in bar:
-        try:
-            vol = open_volume(path, series=args.series, allow_gaps=args.allow_gaps)
+    mine = list(range(rank, len(args.paths), size))  # this process's scans (indices into the paths)
+    done, failures = {}, {}
+    bar = tqdm(mine, desc="detect" if size == 1 else f"detect (process {rank + 1}/{size})", unit="scan",
+               file=sys.stderr, delay=1.0, disable=len(args.paths) == 1 and args.json)
 
-            def progress(done, total, message, _bar=bar):
-                _bar.set_postfix_str(f"{message} {done}/{total}", refresh=False)
+    def read(i):
+        return open_volume(args.paths[i], series=args.series, allow_gaps=args.allow_gaps)
 
-            result = pipeline.run(vol, progress)
-        except LungViewError as exc:
-            failed += 1
-            bar.write(f"lungview: error: {exc}", file=sys.stderr)
-            continue
-        record = scan_record(path, vol, result, device, model_info, demo)
-        scans.append({**record, "detections": [d.to_dict() for d in result.above(args.threshold)]})
-        if workspace is not None:
-            stored = {**record, "threshold": args.threshold}  # every detection: the viewer's slider
-            matched, added = workspace.record_detection(vol, path, stored, args.threshold)
-            bar.write(f"{path}: {added} new finding(s), {matched} known one(s) updated in {workspace.root}",
-                      file=sys.stderr)
+    with ThreadPoolExecutor(max_workers=1) as reader:  # the next scan is read while this one runs
+        ahead = reader.submit(read, mine[0]) if mine else None
+        for n, i in enumerate(bar):
+            path = args.paths[i]
+            try:
+                vol = ahead.result()
+            except LungViewError as exc:
+                vol, failures[i] = None, str(exc)
+            ahead = reader.submit(read, mine[n + 1]) if n + 1 < len(mine) else None
+            if vol is None:
+                bar.write(f"lungview: error: {failures[i]}", file=sys.stderr)
+                continue
+
+            def progress(d, total, message, _bar=bar):
+                _bar.set_postfix_str(f"{message} {d}/{total}", refresh=False)
+
+            try:
+                result = pipeline.run(vol, progress)
+            except LungViewError as exc:
+                failures[i] = str(exc)
+                bar.write(f"lungview: error: {exc}", file=sys.stderr)
+                continue
+            record = scan_record(path, vol, result, device, model_info, demo)
+            done[i] = {**record, "detections": [d.to_dict() for d in result.above(args.threshold)]}
+            if workspace is not None:
+                stored = {**record, "threshold": args.threshold}  # every detection: the viewer's slider
+                matched, added = workspace.record_detection(vol, path, stored, args.threshold)
+                bar.write(f"{path}: {added} new finding(s), {matched} known one(s) updated in {workspace.root}",
+                          file=sys.stderr)
+            del vol
     bar.close()
     if workspace is not None:
         workspace.close()
+    done, failures = distributed.gather_to_first(done), distributed.gather_to_first(failures)
+    distributed.finish()
+    if rank != 0:
+        return 0  # process 0 gives the run's status (torchrun stops the others when one fails)
+    scans = [done[i] for i in sorted(done)]
     if args.out:
         from lungview.detect_io import write_results
 
@@ -115,7 +151,10 @@ def cmd_detect(args) -> int:
         print(json.dumps({"scans": scans}, indent=2))
     else:
         _print_scans(scans, args.threshold)
-    return 2 if failed else 0
+    if size > 1 and failures:
+        sys.stderr.write(f"lungview: {len(failures)} of {len(args.paths)} scan(s) failed: "
+                         + ", ".join(args.paths[i] for i in sorted(failures)) + "\n")
+    return 2 if failures else 0
 
 
 def _print_scans(scans, threshold) -> None:

@@ -81,7 +81,7 @@ def cmd_train(args) -> int:
     if args.epochs < 1:
         raise LungViewError(f"--epochs must be at least 1, not {args.epochs}")
     if args.nproc is not None:  # lungview train ... again, under torchrun
-        return distributed.launch(args.nproc, _without_nproc(args.argv))
+        return distributed.launch(args.nproc, args.argv)
     device = distributed.init_from_env(resolve_device(args.device))
     rank, size = distributed.rank_and_size()
     quiet = args.json or rank != 0  # process 0 alone reports
@@ -132,18 +132,6 @@ def cmd_train(args) -> int:
     print(f"  {version.verdict}: {version.reason}" + ("" if version.verdict == "accepted" else
                                                         f" (kept; `lungview models use {version.id}` activates it)"))
     return 0
-
-
-def _without_nproc(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--nproc":
-            skip = True
-        elif not a.startswith("--nproc="):
-            out.append(a)
-    return out
 
 
 def _entry(v, active: bool) -> dict:

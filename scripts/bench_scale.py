@@ -3,17 +3,21 @@
 512 x 512 x 140 voxels, 0.7 x 0.7 x 2 mm, written as subset0/subset1 .mhd files with
 annotations.csv and candidates.csv: each phantom's nodules and 100 class-0 candidates in its lungs),
 built with 1 and with 2 worker processes (a fresh cache each, 3 runs each, median and range), its
-size on disk, a resumed build's time, the rate at which training reads crops from it, and the
+size on disk, a resumed build's time, the rate at which training reads crops from it, the
 extrapolation to LUNA16 (888 scans, 1,186 annotations; 100 negatives per scan as `lungview train
---luna16` draws by default).
+--luna16` draws by default); then `lungview train --luna16` (2 epochs, fold 1) and `lungview detect`
+over the 10 scans, each in 1 and in 2 processes (`--nproc`, the machine's threads split between them).
 
-    .venv/bin/python scripts/bench_scale.py [--out DIR] [--runs 3]
+    .venv/bin/python scripts/bench_scale.py [--out DIR] [--runs 3] [--nproc 1,2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 LUNA16_SCANS, LUNA16_ANNOTATIONS, NEGATIVES = 888, 1186, 100
+THREADS = os.cpu_count() or 1  # shared between the processes
 
 
 def phantom_luna16(root: Path, scans: int = 10) -> None:
@@ -49,6 +54,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, help="where the phantoms and caches go (default: a temporary folder)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--nproc", default="1,2", help="process counts for training and detection (one per GPU on GPUs)")
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="lungview-bench-scale-"))
     from lungview.models.checkpoint import load_checkpoint
@@ -100,6 +106,32 @@ def main() -> int:
           f"cutting at {per_scan:.2f} s a scan with 2 workers here, {LUNA16_SCANS * per_scan / 60:.1f} min, from "
           f"scans already in the page cache: reading LUNA16's ~120 GB of .raw files from disk once comes on top, "
           f"at the disk's speed, and so does resampling its thinner slices")
+    # training and detection in 1 and 2 processes (torchrun through --nproc: both sides launched alike)
+    scans = sorted(str(p) for p in luna.scans.values())
+    for nproc in (int(n) for n in args.nproc.split(",")):
+        env = {**os.environ, "LUNGVIEW_HOME": str(out / f"home-{nproc}"), "OMP_NUM_THREADS": str(THREADS // nproc)}
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "lungview", "train", "--luna16", str(root), "--role", "nodule",
+                               "--fold", "1", "--epochs", "2", "--cache", str(out / "cache-2-0"), "--json",
+                               "--nproc", str(nproc)], env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if done.returncode:
+            print(done.stderr[-2000:])
+            return 1
+        r = json.loads(done.stdout)
+        samples = 2 * 32 * max(4, -(-2 * max(r["counts"]["train"]["positives"], r["counts"]["train"]["negatives"]) // 32))
+        print(f"  training, {nproc} process(es) x {THREADS // nproc} thread(s): 2 epochs, {samples} samples, "
+              f"{r['seconds']:.1f} s in the fine-tune ({samples / r['seconds']:.0f} samples/s, validation included), "
+              f"{wall:.1f} s with start-up")
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "lungview", "detect", *scans, "--out", str(out / f"d{nproc}.csv"),
+                               "--nproc", str(nproc)], env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if done.returncode:
+            print(done.stderr[-2000:])
+            return 1
+        print(f"  detection, {nproc} process(es) x {THREADS // nproc} thread(s): {len(scans)} scans in {wall:.1f} s, "
+              f"{60 * len(scans) / wall:.1f} scans/min (model loading and start-up included)")
     if not args.out:
         shutil.rmtree(out, ignore_errors=True)
     return 0

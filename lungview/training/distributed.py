@@ -31,23 +31,43 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_from_env(device):
-    """Joins the process group torchrun describes (gloo on CPUs, NCCL on GPUs) and returns the
-    device this process uses (a GPU's processes: cuda:LOCAL_RANK)."""
+def init_from_env(device, gather_only: bool = False):
+    """Joins the process group torchrun describes (gloo on CPUs, NCCL on GPUs; gloo alone with
+    `gather_only`, for processes that only exchange results) and returns the device this process
+    uses (a GPU's processes: cuda:LOCAL_RANK)."""
     if not launched() or dist.is_initialized():
         return device
     if device.device.type == "cuda":
         from dataclasses import replace
 
         local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise LungViewError(f"process {local} has no GPU of its own ({torch.cuda.device_count()} GPU(s) here): "
+                                "one process per GPU, or --device cpu")
         torch.cuda.set_device(local)
         device = replace(device, device=torch.device("cuda", local))
-        dist.init_process_group("nccl")
-    elif device.device.type == "cpu":
+        dist.init_process_group("gloo" if gather_only else "nccl")
+    elif device.device.type == "cpu" or gather_only:
         dist.init_process_group("gloo")
     else:
         raise LungViewError(f"distributed training needs CPUs (gloo) or CUDA GPUs (NCCL), not {device.name}")
     return device
+
+
+def gather_to_first(part: dict) -> dict:
+    """Every process's dict merged on process 0 (the others get theirs back): results keyed by
+    index, so that process 0 can put them in order."""
+    rank, size = rank_and_size()
+    if size == 1:
+        return part
+    parts = [None] * size if rank == 0 else None
+    dist.gather_object(part, parts, dst=0)
+    if rank != 0:
+        return part
+    merged: dict = {}
+    for p in parts:
+        merged.update(p)
+    return merged
 
 
 def barrier() -> None:
@@ -62,17 +82,38 @@ def finish() -> None:
 
 
 def launch(nproc: int, argv: list[str]) -> int:
-    """`lungview ARGV` again under torchrun with `nproc` processes on this machine."""
+    """`lungview ARGV` (without its --nproc) again under torchrun with `nproc` processes on this
+    machine."""
     from torch.distributed.run import main as torchrun
 
     if nproc < 1:
         raise LungViewError(f"--nproc must be at least 1, not {nproc}")
-    args = [f"--nproc_per_node={nproc}", "--standalone", "-m", "lungview", *argv]
+    args = [f"--nproc_per_node={nproc}", "--standalone", "-m", "lungview", *_without_option(argv, "--nproc")]
+    import logging
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # our processes say what failed
     try:
         torchrun(args)
     except SystemExit as exc:
         return int(exc.code or 0)
-    except Exception as exc:  # torchrun's ChildFailedError: the failing rank has printed its line
-        print(f"lungview: error: distributed training failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - torchrun's ChildFailedError, or its own failure
+        codes = {getattr(f, "exitcode", None) for f in getattr(exc, "failures", {}).values()}
+        if codes == {2}:  # a LungViewError, already said in one line by the process that met it
+            return 2
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"lungview: error: a process of the run failed ({first})", file=sys.stderr)
         return 1
     return 0
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` without `option VALUE` (or `option=VALUE`)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out

@@ -95,3 +95,37 @@ def test_detect_errors(scan_dir, tmp_path, capsys):
     assert main(["detect", str(path), *book_args(), "--threshold", "2"]) == 2
     assert main(["detect", str(path), *book_args(), "--out", "x.txt"]) == 2
     assert main(["evaluate", str(tmp_path / "none.csv"), str(tmp_path / "a.csv")]) == 2
+
+
+def test_detect_split_over_two_processes_equals_one(tmp_path, capsys):
+    """`lungview detect --nproc 2` (torchrun): each process takes every other scan, reading the
+    next while it runs the current; process 0 writes the results of all in the order of the paths,
+    the same as one process, and a scan that cannot be read is reported and skipped."""
+    import os
+    import subprocess
+    import sys
+
+    paths = []
+    for seed in range(81, 87):
+        ph = make_phantom(seed, size=160, slices=50, pixel_mm=2.0, slice_mm=2.5, nodules=2, kinds=("solid",),
+                          diameter_mm=(8, 16))
+        paths.append(str(write_phantom(ph, tmp_path / str(seed), "mhd")))
+    bad = tmp_path / "broken.mhd"
+    bad.write_text("ObjectType = Image\nNDims = 3\n")
+    paths.insert(3, str(bad))
+    assert main(["detect", *paths, "--threshold", "0", "--out", str(tmp_path / "one.json")]) == 2
+    assert "broken.mhd" in capsys.readouterr().err
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "lungview", "detect", *paths, "--threshold", "0", "--out",
+                           str(tmp_path / "two.json"), "--nproc", "2"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and "1 of 7 scan(s) failed" in done.stderr and "broken.mhd" in done.stderr
+    assert "Traceback" not in done.stderr and "exitcode" not in done.stderr  # our lines, not torchrun's
+    one = json.loads((tmp_path / "one.json").read_text())["scans"]
+    two = json.loads((tmp_path / "two.json").read_text())["scans"]
+    assert [s["path"] for s in two] == [s["path"] for s in one] == [p for p in paths if p != str(bad)]
+    for a, b in zip(one, two):
+        assert a["series_uid"] == b["series_uid"] and len(a["detections"]) == len(b["detections"]) > 0
+        for da, db in zip(a["detections"], b["detections"]):
+            assert da["center_xyz"] == pytest.approx(db["center_xyz"], abs=1e-6)
+            assert da["p_nodule"] == pytest.approx(db["p_nodule"], abs=1e-6)
