@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 MODEL_KEYS = ("id", "role", "path", "parent", "active", "verdict", "reason", "metrics", "created")
 
@@ -38,6 +39,8 @@ def add_commands(sub, parser_class) -> None:
     tr.add_argument("--nproc", type=int, metavar="N", help="train in N processes on this machine (torchrun: one per "
                                                           "GPU, or CPU processes with gloo); the global batch is "
                                                           "split between them")
+    tr.add_argument("--tensorboard", metavar="DIR", help="also log each epoch's loss and validation metrics for "
+                                                         "TensorBoard there (pip install 'lungview[tensorboard]')")
     tr.add_argument("--json", action="store_true", help="print one JSON object")
     tr.set_defaults(func=cmd_train)
 
@@ -74,9 +77,8 @@ def cmd_train(args) -> int:
     from lungview.core import LungViewError
     from lungview.inference.device import resolve_device
     from lungview.review.workspace import Workspace
-    from lungview.training.finetune import Settings, train_from_luna16, train_from_workspace
-
     from lungview.training import distributed
+    from lungview.training.finetune import Settings, train_from_luna16, train_from_workspace
 
     if args.epochs < 1:
         raise LungViewError(f"--epochs must be at least 1, not {args.epochs}")
@@ -99,18 +101,22 @@ def cmd_train(args) -> int:
         bar.set_postfix_str(message, refresh=False)
         bar.refresh()
 
+    if args.luna16 and args.val_scans:
+        raise LungViewError("--val-scans is for a workspace; LUNA16 validates by --fold or the book's split")
+    if not args.luna16 and (args.fold is not None or args.cache or args.workers or args.resume):
+        raise LungViewError("--fold, --cache, --workers and --resume are for --luna16")
     settings = Settings(epochs=args.epochs, lr=args.lr, seed=args.seed, augmentation=args.augmentation)
+    log = _tensorboard(args.tensorboard, args.role) if args.tensorboard and rank == 0 else None
     if args.luna16:
-        if args.val_scans:
-            raise LungViewError("--val-scans is for a workspace; LUNA16 validates by --fold or the book's split")
         result, version = train_from_luna16(args.luna16, args.role, device, settings, args.fold, args.max_negatives,
-                                            args.cache, args.workers, args.resume, progress)
+                                            args.cache, args.workers, args.resume, progress, on_epoch=log)
     else:
-        if args.fold is not None or args.cache or args.workers or args.resume:
-            raise LungViewError("--fold, --cache, --workers and --resume are for --luna16")
         with Workspace(args.workspace) as ws:
-            result, version = train_from_workspace(ws, args.role, device, settings, args.val_scans, progress)
+            result, version = train_from_workspace(ws, args.role, device, settings, args.val_scans, progress,
+                                                   on_epoch=log)
     bar.close()
+    if log is not None:
+        log.writer.close()
     distributed.finish()
     if rank != 0:
         return 0
@@ -132,6 +138,35 @@ def cmd_train(args) -> int:
     print(f"  {version.verdict}: {version.reason}" + ("" if version.verdict == "accepted" else
                                                         f" (kept; `lungview models use {version.id}` activates it)"))
     return 0
+
+
+class _EpochLog:
+    """Each epoch's record as TensorBoard scalars, as the book's training logs them: the training
+    loss and every validation metric, one step per epoch."""
+
+    def __init__(self, writer, role: str):
+        self.writer, self.role = writer, role
+
+    def __call__(self, record: dict) -> None:
+        step = record["epoch"]
+        self.writer.add_scalar(f"{self.role}/loss/trn", record["loss"], step)
+        for key, value in (record.get("validation") or {}).items():
+            if isinstance(value, (int, float)):
+                self.writer.add_scalar(f"{self.role}/{key}/val", value, step)
+        self.writer.flush()
+
+
+def _tensorboard(folder: str, role: str) -> _EpochLog:
+    from lungview.core import LungViewError
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise LungViewError("--tensorboard needs the tensorboard package: pip install 'lungview[tensorboard]'") from None
+    from lungview.models.checkpoint import utc_timestamp
+
+    run = f"{utc_timestamp().replace(':', '').replace('-', '')}-{role}"
+    return _EpochLog(SummaryWriter(log_dir=str(Path(folder) / run)), role)
 
 
 def _entry(v, active: bool) -> dict:

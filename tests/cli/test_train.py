@@ -3,6 +3,8 @@
 import datetime
 import json
 
+import pytest
+
 from lungview.cli import main
 from tests.conftest import reviewed_workspace
 
@@ -59,3 +61,25 @@ def test_train_errors_are_one_line(tmp_path, monkeypatch, capsys):
         assert code == 2 and err.count("\n") == 1 and text in err, err
     code, _, err = run(capsys, "models", "use", "nodule-19990101")
     assert code == 2 and "no model 'nodule-19990101'" in err
+
+
+def test_tensorboard_logs_each_epoch(phantom_scans, tmp_path, monkeypatch, capsys):
+    """--tensorboard writes the book's kind of event file: read back by TensorBoard's own reader,
+    the training loss and the validation metrics, one point per epoch, the values of the run's
+    history."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "home"))
+    reviewed_workspace(tmp_path / "ws", phantom_scans).close()
+    code, out, err = run(capsys, "train", "--workspace", str(tmp_path / "ws"), "--role", "nodule", "--epochs", "2",
+                         "--tensorboard", str(tmp_path / "runs"), "--json")
+    assert code == 0, err
+    history = json.loads(out)["history"]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    loss = events.Scalars("nodule/loss/trn")
+    assert [e.step for e in loss] == [1, 2]
+    assert [e.value for e in loss] == pytest.approx([h["loss"] for h in history], rel=1e-6)
+    cpm = events.Scalars("nodule/cpm/val")
+    assert [e.value for e in cpm] == pytest.approx([h["validation"]["cpm"] for h in history], rel=1e-6)
