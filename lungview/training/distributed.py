@@ -1,6 +1,7 @@
-"""Training in several processes, as torchrun launches them (one per GPU, or several on CPUs):
-the process group from torchrun's environment (gloo on CPUs, NCCL on GPUs), each process's rank,
-and the launcher behind `lungview train --nproc N`.
+"""Several processes, as torchrun launches them (one per GPU, or several on CPUs), for training
+and for detection over many scans: the process group from torchrun's environment (gloo on CPUs,
+NCCL on GPUs; gloo for detection, whose processes only exchange results), each process's rank,
+gathering results on process 0, and the launcher behind `lungview train|detect --nproc N`.
 
 The recipe stays the one of training.finetune: every process draws the same balanced global batch
 from the same seeded generator and trains on its own share of it; DistributedDataParallel averages
