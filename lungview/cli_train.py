@@ -13,10 +13,10 @@ MODEL_KEYS = ("id", "role", "path", "parent", "active", "verdict", "reason", "me
 
 def add_commands(sub, parser_class) -> None:
     tr = sub.add_parser("train", help="fine-tune a model on the reviewed findings of a workspace, or on LUNA16")
-    source = tr.add_mutually_exclusive_group(required=True)
-    source.add_argument("--workspace", metavar="DIR", help="a LungView workspace's reviews")
-    source.add_argument("--luna16", metavar="DIR", help="LUNA16's layout: subset0..9/*.mhd, annotations.csv, "
-                                                       "candidates(_V2).csv, the book's annotations_with_malignancy.csv")
+    tr.add_argument("--workspace", metavar="DIR", help="a LungView workspace's reviews")
+    tr.add_argument("--luna16", metavar="DIR", help="LUNA16's layout: subset0..9/*.mhd, annotations.csv, "
+                                                   "candidates(_V2).csv, the book's annotations_with_malignancy.csv "
+                                                   "(with --workspace too: both in one run)")
     tr.add_argument("--fold", type=int, metavar="K", help="LUNA16: subsetK validates (default: the book's split, "
                                                          "every tenth series)")
     tr.add_argument("--max-negatives", type=int, default=100, metavar="N",
@@ -101,15 +101,23 @@ def cmd_train(args) -> int:
         bar.set_postfix_str(message, refresh=False)
         bar.refresh()
 
-    if args.luna16 and args.val_scans:
+    if not (args.workspace or args.luna16):
+        raise LungViewError("say what to learn from: --workspace DIR, --luna16 DIR, or both")
+    if args.val_scans and not args.workspace:
         raise LungViewError("--val-scans is for a workspace; LUNA16 validates by --fold or the book's split")
     if not args.luna16 and (args.fold is not None or args.cache or args.workers or args.resume):
         raise LungViewError("--fold, --cache, --workers and --resume are for --luna16")
     settings = Settings(epochs=args.epochs, lr=args.lr, seed=args.seed, augmentation=args.augmentation)
     log = _tensorboard(args.tensorboard, args.role) if args.tensorboard and rank == 0 else None
     if args.luna16:
-        result, version = train_from_luna16(args.luna16, args.role, device, settings, args.fold, args.max_negatives,
-                                            args.cache, args.workers, args.resume, progress, on_epoch=log)
+        ws = Workspace(args.workspace) if args.workspace else None
+        try:
+            result, version = train_from_luna16(args.luna16, args.role, device, settings, args.fold,
+                                                args.max_negatives, args.cache, args.workers, args.resume, progress,
+                                                on_epoch=log, workspace=ws, validation=args.val_scans)
+        finally:
+            if ws is not None:
+                ws.close()
     else:
         with Workspace(args.workspace) as ws:
             result, version = train_from_workspace(ws, args.role, device, settings, args.val_scans, progress,

@@ -508,12 +508,13 @@ def train_from_workspace(ws, role: str, device: DeviceInfo, settings: Settings |
 def train_from_luna16(root, role: str, device: DeviceInfo, settings: Settings | None = None, fold: int | None = None,
                       max_negatives: int | None = 100, cache_dir=None, workers: int = 0, resume: bool = False,
                       progress: ProgressCallback = no_progress, cancel: CancelToken | None = None, on_epoch=None,
-                      model_path: str | None = None):
+                      model_path: str | None = None, workspace=None, validation: list[str] | None = None):
     """The same run on a LUNA16 folder (training.luna16): its annotations and candidates (at most
     `max_negatives` negatives per scan), the book's split or LUNA16's fold. The classifiers' crops
     go through the crop cache in `cache_dir` (default: the user data folder's cache/crops), built
     by `workers` processes where missing. The run's state is kept after each epoch in the user
-    data folder's training/ (removed when the model is registered); `resume` continues from it."""
+    data folder's training/ (removed when the model is registered); `resume` continues from it.
+    With `workspace`, its reviewed scans join the run, on the sides training_data gives them."""
     from lungview.models.registry import user_data_dir
     from lungview.training.luna16 import luna16_training_data
 
@@ -521,11 +522,27 @@ def train_from_luna16(root, role: str, device: DeviceInfo, settings: Settings | 
     data, luna = luna16_training_data(root, role, fold, max_negatives, s.seed)
     if not data.examples:
         raise LungViewError(f"{luna.root}: no annotations or candidates of its scans to learn {role} from")
-    return train_and_register(data, lambda uid: luna.scans[uid], f"LUNA16 scan(s) of {luna.root}",
-                              {"luna16": str(luna.root), "fold": fold, "max_negatives": max_negatives}, device, s,
-                              progress, cancel, on_epoch, model_path,
+    where = {"luna16": str(luna.root), "fold": fold, "max_negatives": max_negatives}
+    source, path_of = f"LUNA16 scan(s) of {luna.root}", luna.scans.__getitem__
+    if workspace is not None:
+        mine = training_data(workspace, role, validation)
+        both = sorted(set(mine.examples) & set(data.examples))
+        if both:
+            raise LungViewError(f"scan {both[0]} is in {workspace.root} and in {luna.root}: train on it from one")
+        workspace.set_splits(mine.sides)
+        data = merge_data(data, mine)
+        where["workspace"] = str(workspace.root)
+        source = f"scan(s) of {luna.root} (LUNA16) and {workspace.root}"
+        path_of = lambda uid: luna.scans[uid] if uid in luna.scans else workspace.entry(uid).path  # noqa: E731
+    return train_and_register(data, path_of, source, where, device, s, progress, cancel, on_epoch, model_path,
                               cache_dir=cache_dir or user_data_dir() / "cache" / "crops", workers=workers,
                               state_dir=user_data_dir() / "training", resume=resume)
+
+
+def merge_data(a: TrainingData, b: TrainingData) -> TrainingData:
+    """Two sources' examples (of different scans) as one: their sides, notes and masks."""
+    return TrainingData(a.role, {**a.examples, **b.examples}, {**a.sides, **b.sides}, a.notes + b.notes,
+                        masks_of=lambda uid, vol: (a.masks_of if uid in a.examples else b.masks_of)(uid, vol))
 
 
 def train_and_register(data: TrainingData, path_of, source: str, where: dict, device: DeviceInfo,

@@ -246,3 +246,26 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(luna_
     state.write_bytes(b"not a checkpoint")
     with pytest.raises(LungViewError, match="cannot resume from it"):
         train_from_luna16(luna_dir, "nodule", cpu, settings, resume=True, **run)
+
+
+def test_a_workspace_and_luna16_in_one_run(luna_dir, phantom_scans, tmp_path, monkeypatch, capsys):
+    from lungview.models.checkpoint import load_checkpoint
+    from lungview.review.workspace import Workspace
+    from tests.conftest import reviewed_workspace
+
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "home"))
+    reviewed_workspace(tmp_path / "ws", phantom_scans).close()
+    code = main(["train", "--luna16", str(luna_dir), "--workspace", str(tmp_path / "ws"), "--role", "nodule",
+                 "--fold", "1", "--epochs", "1", "--max-negatives", "4", "--cache", str(tmp_path / "cache"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    trained = json.loads(out)
+    with Workspace(tmp_path / "ws") as ws:
+        sides = ws.splits()  # fixed in the workspace by this run
+    assert len(sides) == 3
+    ws_val = sum(1 for s in sides.values() if s == "validation")
+    assert trained["counts"]["train"]["scans"] == 2 + (3 - ws_val)  # LUNA16's subset0 and the workspace's own
+    assert trained["counts"]["validation"]["scans"] == 2 + ws_val
+    card = load_checkpoint(trained["path"], "nodule").card
+    assert card.trained_on["luna16"] == str(luna_dir) and card.trained_on["workspace"] == str(tmp_path / "ws")
+    assert set(card.trained_on["scans"]) == set(sides) | set(open_luna16(luna_dir).scans)
