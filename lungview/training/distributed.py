@@ -71,6 +71,16 @@ def gather_to_first(part: dict) -> dict:
     return merged
 
 
+def batch_sum(t: torch.Tensor) -> torch.Tensor:
+    """`t` summed over the processes, differentiably (a loss over the whole global batch, such as
+    the U-Net's Dice, from each process's share); `t` itself in one process."""
+    if rank_and_size()[1] == 1:
+        return t
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t)
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -431,12 +431,9 @@ def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, d
     """The U-Net on the book's 64 x 64 crops around masked nodules (and rejected findings, where
     nothing should be marked), the book's Dice loss with recall weighting and its Adam; Dice on
     the validation scans' masks before and after."""
+    from lungview.training.distributed import batch_sum
     from lungview.training.loops import dice_bce_loss
 
-    from lungview.training.distributed import rank_and_size
-
-    if rank_and_size()[1] > 1:
-        raise LungViewError("the U-Net trains in one process for now; run it without torchrun")
     t0 = time.perf_counter()
     train, val = data.examples_on("train"), data.examples_on("validation")
     if not any(e.label for e in train):
@@ -453,8 +450,9 @@ def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, d
     model = copy.deepcopy(parent.module).to(device.device)
     s = replace(s, lr=s.lr or BOOK_LR["segmentation"], batch=min(s.batch, 16))
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
-    validate = (lambda m: {"dice": dice(_seg_predict(m, x_val, device), y_val), "crops": len(x_val)}) \
-        if len(x_val) else None
+    net, rank, share = _parallel(model, device, s.batch)
+    validate = (lambda m: {"dice": dice(_seg_predict(getattr(m, "module", m), x_val, device), y_val),
+                           "crops": len(x_val)}) if len(x_val) and rank == 0 else None
     before = validate(parent.module) if validate else None
     steps = s.steps_per_epoch or max(4, math.ceil(len(x_train) / s.batch))
 
@@ -463,10 +461,10 @@ def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, d
         x, y = augment2d(torch.from_numpy(x_train[pick]).to(device.device),
                          torch.from_numpy(y_train[pick]).to(device.device), rng)
         with autocast_gpu(device):
-            pred = model(x)
-        return dice_bce_loss(pred, y)
+            pred = net(x[share])
+        return dice_bce_loss(pred, y[share], batch_sum)
 
-    history = _epochs(model, [], opt, steps, s, step_loss, validate, progress, cancel, on_epoch)
+    history = _epochs(net, [], opt, steps, s, step_loss, validate, progress, cancel, on_epoch)
     return _result(model, history, before, data, s, t0)
 
 

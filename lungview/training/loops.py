@@ -12,12 +12,15 @@ from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
 from lungview.inference.device import DeviceInfo, autocast, autocast_gpu
 
 
-def dice_bce_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def dice_bce_loss(pred: torch.Tensor, target: torch.Tensor, total=None) -> torch.Tensor:
     """Soft Dice over the batch plus BCE with recall weighting, like the book's segmentation
-    training (which weighs false negatives 8x): missing a nodule costs more than a false pixel."""
+    training (which weighs false negatives 8x): missing a nodule costs more than a false pixel.
+    `total(sums)` gives the Dice's sums over the whole batch when this process holds a share of it
+    (training.distributed.batch_sum)."""
     pred = pred.float().clamp(1e-6, 1 - 1e-6)
-    inter = (pred * target).sum()
-    dice = 1 - (2 * inter + 1) / (pred.sum() + target.sum() + 1)
+    sums = torch.stack([(pred * target).sum(), pred.sum(), target.sum()])
+    inter, p_sum, t_sum = total(sums) if total is not None else sums
+    dice = 1 - (2 * inter + 1) / (p_sum + t_sum + 1)
     weight = 1.0 + 7.0 * target
     bce = F.binary_cross_entropy(pred, target, weight=weight)
     return dice + bce

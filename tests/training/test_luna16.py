@@ -182,9 +182,12 @@ def test_training_from_the_cache_equals_training_in_memory(luna_dir, tmp_path, m
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
-def test_two_processes_train_the_weights_of_one(luna_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("role", ["nodule", "segmentation"])
+def test_two_processes_train_the_weights_of_one(role, luna_dir, tmp_path, monkeypatch, capsys):
     """`lungview train --nproc 2` (torchrun, gloo, two CPU processes each training on half of every
-    global batch) ends with the weights one process reaches with the whole batches."""
+    global batch) ends with the weights one process reaches with the whole batches: the
+    classifier's cross-entropy and the U-Net's Dice over the whole batch (its sums added up over
+    the processes) alike."""
     import os
     import subprocess
     import sys
@@ -192,7 +195,7 @@ def test_two_processes_train_the_weights_of_one(luna_dir, tmp_path, monkeypatch,
     from lungview.models.checkpoint import load_checkpoint
     from lungview.models.registry import resolve_models
 
-    argv = ["train", "--luna16", str(luna_dir), "--role", "nodule", "--fold", "1", "--epochs", "1",
+    argv = ["train", "--luna16", str(luna_dir), "--role", role, "--fold", "1", "--epochs", "1",
             "--max-negatives", "4", "--cache", str(tmp_path / "cache"), "--json"]
     monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "one"))
     assert main(argv) == 0
@@ -203,10 +206,10 @@ def test_two_processes_train_the_weights_of_one(luna_dir, tmp_path, monkeypatch,
     assert done.returncode == 0, done.stderr[-2000:]
     two = json.loads(done.stdout)  # process 0's report alone
     assert two["counts"] == one["counts"] and two["before"] == one["before"]
-    a = load_checkpoint(one["path"], "nodule").module.state_dict()
-    b = load_checkpoint(two["path"], "nodule").module.state_dict()
+    a = load_checkpoint(one["path"], role).module.state_dict()
+    b = load_checkpoint(two["path"], role).module.state_dict()
     assert "2 processes" in done.stderr
-    parent = load_checkpoint(resolve_models(use_user_dir=False)["nodule"].path, "nodule").module.state_dict()
+    parent = load_checkpoint(resolve_models(use_user_dir=False)[role].path, role).module.state_dict()
     assert set(a) == set(b) == set(parent)
     assert max(float((a[k].float() - parent[k].float()).abs().max()) for k in a) > 1e-3  # it did learn
     for k in a:
