@@ -82,6 +82,9 @@ def cmd_train(args) -> int:
 
     if args.epochs < 1:
         raise LungViewError(f"--epochs must be at least 1, not {args.epochs}")
+    if args.workspace and (args.nproc is not None or distributed.launched()):
+        raise LungViewError("a workspace trains in one process (it is locked by the one that has it open): "
+                            "run it without --nproc or torchrun")
     if args.nproc is not None:  # lungview train ... again, under torchrun
         return distributed.launch(args.nproc, args.argv)
     device = distributed.init_from_env(resolve_device(args.device))

@@ -272,3 +272,9 @@ def test_a_workspace_and_luna16_in_one_run(luna_dir, phantom_scans, tmp_path, mo
     card = load_checkpoint(trained["path"], "nodule").card
     assert card.trained_on["luna16"] == str(luna_dir) and card.trained_on["workspace"] == str(tmp_path / "ws")
     assert set(card.trained_on["scans"]) == set(sides) | set(open_luna16(luna_dir).scans)
+
+
+def test_a_workspace_is_refused_in_several_processes(tmp_path, capsys):
+    code = main(["train", "--workspace", str(tmp_path / "ws"), "--role", "nodule", "--nproc", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "a workspace trains in one process" in err and err.count("\n") == 1
