@@ -87,7 +87,13 @@ def barrier() -> None:
 
 
 def finish() -> None:
+    """Leaves the process group, every process at the same point. What used it first goes
+    (DistributedDataParallel's reducer keeps pending work objects; met at interpreter exit after
+    the group, they end the process with "terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        import gc
+
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 
