@@ -78,7 +78,8 @@ def cmd_train(args) -> int:
     from lungview.inference.device import resolve_device
     from lungview.review.workspace import Workspace
     from lungview.training import distributed
-    from lungview.training.finetune import Settings, train_from_luna16, train_from_workspace
+    from lungview.training.finetune import Settings
+    from lungview.training.runs import train_from_luna16, train_from_workspace
 
     if args.epochs < 1:
         raise LungViewError(f"--epochs must be at least 1, not {args.epochs}")

@@ -87,7 +87,7 @@ def pipeline_with(cls_path, device, seg_path=None, role_paths=None):
 def part_a(device, out: Path, settings=None) -> None:
     from lungview.review.workspace import Workspace
     from lungview.synthetic import write_phantom
-    from lungview.training.finetune import train_from_workspace
+    from lungview.training.runs import train_from_workspace
 
     base = pipeline_with(None, device)
     test_seeds = [300_000 + k for k in range(10)]
@@ -134,7 +134,7 @@ def part_b(device, out: Path) -> None:
     from lungview.io import open_volume
     from lungview.io.annotations import read_annotations
     from lungview.review.workspace import Workspace
-    from lungview.training.finetune import train_from_workspace
+    from lungview.training.runs import train_from_workspace
 
     scan = SHARED / "data/lidc-idri-0001"
     if not scan.exists():
@@ -162,7 +162,7 @@ def part_c(device, out: Path) -> None:
     from lungview.io import open_volume
     from lungview.review.workspace import Workspace
     from lungview.synthetic import write_phantom
-    from lungview.training.finetune import train_from_workspace
+    from lungview.training.runs import train_from_workspace
 
     ph = site_phantom(320_000)
     path = write_phantom(ph, out / "one", "dicom")

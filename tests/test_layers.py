@@ -28,6 +28,7 @@ print(','.join(bad))
     ("lungview.review.masks", ("torch", "PySide6", "pyqtgraph", "lungview.inference")),
     ("lungview.io.catalog", ("torch", "PySide6", "pyqtgraph")),
     ("lungview.training.finetune", ("PySide6", "pyqtgraph")),
+    ("lungview.training.runs", ("PySide6", "pyqtgraph")),
     ("lungview.training.examples", ("torch", "PySide6", "pyqtgraph")),
     ("lungview.models.versions", ("PySide6", "pyqtgraph", "SimpleITK", "pydicom")),
     ("lungview.cli_train", ("torch", "PySide6", "pyqtgraph")),

@@ -1,7 +1,8 @@
-"""The training panel (a dock, Ctrl+T): fine-tune the nodule or malignancy classifier on the
-workspace's reviews, on the compute worker that owns the device (detection asked for meanwhile
-waits its turn); live loss and validation curves per epoch; the parent and the new model side by
-side on the validation scans; the model versions, which is active, "Use" to activate or roll back."""
+"""The training panel (a dock, Ctrl+T): fine-tune the nodule or malignancy classifier or the
+U-Net on the workspace's reviews, on the compute worker that owns the device (detection asked for
+meanwhile waits its turn); live loss and validation curves per epoch; the parent and the new model
+side by side on the validation scans; the model versions, which is active, "Use" to activate or
+roll back."""
 
 from __future__ import annotations
 
@@ -237,7 +238,8 @@ class TrainingMixin:
         if self.train_job is not None:
             return
         from lungview.inference.device import resolve_device
-        from lungview.training.finetune import Settings, train_from_workspace
+        from lungview.training.finetune import Settings
+        from lungview.training.runs import train_from_workspace
 
         panel = self.training_panel
         role = self._training_role = panel.role.currentText()
@@ -258,9 +260,9 @@ class TrainingMixin:
             self.compute.job_progress.connect(self._training_progress)
             self._training_connected = True
         panel.started(device.name)
-        self.train_job = self._submit(self.compute, "train", f"training the {role} classifier", job)
+        self.train_job = self._submit(self.compute, "train", f"training the {role} model", job)
         self.job_done[self.train_job] = self._trained
-        self.message.setText(f"training the {role} classifier on {device.name}; detection asked for now waits "
+        self.message.setText(f"training the {role} model on {device.name}; detection asked for now waits "
                              "until it ends")
 
     def _training_progress(self, job_id, done, total, message) -> None:

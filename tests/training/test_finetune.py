@@ -14,7 +14,8 @@ from lungview.inference.device import resolve_device
 from lungview.review.model import Review, sphere
 from lungview.training.augment import BOOK_AUGMENTATION, EXACT_AUGMENTATION, augment, augment_exact
 from lungview.training.examples import examples_of, split_scans, training_data
-from lungview.training.finetune import Settings, augmentation_of, train_from_workspace
+from lungview.training.finetune import Settings, augmentation_of
+from lungview.training.runs import train_from_workspace
 from tests.conftest import reviewed_workspace
 
 CPU = resolve_device("cpu", "fp32")

@@ -166,7 +166,8 @@ def test_crop_cache_holds_inference_crops_and_resumes(luna_dir, tmp_path):
 
 def test_training_from_the_cache_equals_training_in_memory(luna_dir, tmp_path, monkeypatch):
     from lungview.inference.device import resolve_device
-    from lungview.training.finetune import Settings, train_and_register
+    from lungview.training.finetune import Settings
+    from lungview.training.runs import train_and_register
 
     cpu = resolve_device("cpu", "fp32")
     luna = open_luna16(luna_dir)
@@ -220,7 +221,8 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(luna_
     from lungview.core.jobs import Cancelled, CancelToken
     from lungview.inference.device import resolve_device
     from lungview.models.versions import list_versions
-    from lungview.training.finetune import Settings, train_from_luna16
+    from lungview.training.finetune import Settings
+    from lungview.training.runs import train_from_luna16
 
     cpu = resolve_device("cpu", "fp32")
     settings = Settings(epochs=3, steps_per_epoch=3, batch=8)
