@@ -118,13 +118,14 @@ class CropCache:
         """Cuts the crops of every scan that has no file yet, `workers` processes at a time (0:
         as many as CPUs). Returns {"scans", "cut", "kept", "crops", "bytes"}."""
         self.root.mkdir(parents=True, exist_ok=True)
-        todo = [(u, ex) for u, ex in examples.items() if not self.file_for(u, ex).exists()]
+        files = {u: self.file_for(u, ex) for u, ex in examples.items()}
+        todo = [u for u, f in files.items() if not f.exists()]
         done = len(examples) - len(todo)
         progress(done, len(examples), f"crop cache: {done} of {len(examples)} scans there")
         workers = workers or max(1, os.cpu_count() or 1)
         if todo:
-            jobs = [(u, str(path_of(u)), [e.center_xyz for e in ex], card, self.margin, self.file_for(u, ex))
-                    for u, ex in todo]
+            jobs = [(u, str(path_of(u)), [e.center_xyz for e in examples[u]], card, self.margin, files[u])
+                    for u in todo]
             pending = list(reversed(jobs))
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
                 # at most one scan per worker in flight: a cancel leaves no queue of scans to finish
@@ -140,9 +141,9 @@ class CropCache:
                         cancel.check()
                     while pending and len(running) < workers:
                         running.add(pool.submit(_cut_scan, pending.pop()))
-        files = [self.file_for(u, ex) for u, ex in examples.items()]
         return {"scans": len(examples), "cut": len(todo), "kept": len(examples) - len(todo),
-                "crops": sum(len(ex) for ex in examples.values()), "bytes": sum(f.stat().st_size for f in files)}
+                "crops": sum(len(ex) for ex in examples.values()),
+                "bytes": sum(f.stat().st_size for f in files.values())}
 
     def store(self, examples: list[Example], margin: int = 0) -> CropStore:
         """The crops of `examples` (grouped by scan in their order, as built), `margin` voxels
