@@ -114,11 +114,14 @@ def launch(nproc: int, argv: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     except Exception as exc:  # noqa: BLE001 - torchrun's ChildFailedError, or its own failure
-        codes = {getattr(f, "exitcode", None) for f in getattr(exc, "failures", {}).values()}
-        if codes == {2}:  # a LungViewError, already said in one line by the process that met it
+        if not getattr(exc, "failures", None):
+            print(f"lungview: error: torchrun failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        # the first process to fail is the cause: torchrun stops the others, which then fail too
+        rank, first = exc.get_first_failure()
+        if first.exitcode == 2:  # a LungViewError or failed scans, said in one line by that process
             return 2
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"lungview: error: a process of the run failed ({first})", file=sys.stderr)
+        print(f"lungview: error: process {rank} of the run exited with code {first.exitcode}", file=sys.stderr)
         return 1
     return 0
 
