@@ -5,7 +5,7 @@ annotations.csv and candidates.csv: each phantom's nodules and 100 class-0 candi
 built with 1 and with 2 worker processes (a fresh cache each, 3 runs each, median and range), its
 size on disk, a resumed build's time, the rate at which training reads crops from it, the
 extrapolation to LUNA16 (888 scans, 1,186 annotations; 100 negatives per scan as `lungview train
---luna16` draws by default); then `lungview train --luna16` (2 epochs, fold 1) and `lungview detect`
+--luna16` draws by default); the U-Net's slab cache (its nodules' masks grown and cut) the same way; then `lungview train --luna16` (2 epochs, fold 1) and `lungview detect`
 over the 10 scans, each in 1 and in 2 processes (`--nproc`, the machine's threads split between them).
 
     .venv/bin/python scripts/bench_scale.py [--out DIR] [--runs 3] [--nproc 1,2]
@@ -59,8 +59,8 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="lungview-bench-scale-"))
     from lungview.models.checkpoint import load_checkpoint
     from lungview.models.registry import resolve_models
-    from lungview.training.cache import crop_cache
-    from lungview.training.luna16 import luna16_examples, open_luna16
+    from lungview.training.cache import crop_cache, slab_cache
+    from lungview.training.luna16 import Luna16Masks, luna16_examples, open_luna16
 
     root = out / "luna16"
     if not (root / "candidates.csv").exists():
@@ -106,6 +106,30 @@ def main() -> int:
           f"cutting at {per_scan:.2f} s a scan with 2 workers here, {LUNA16_SCANS * per_scan / 60:.1f} min, from "
           f"scans already in the page cache: reading LUNA16's ~120 GB of .raw files from disk once comes on top, "
           f"at the disk's speed, and so does resampling its thinner slices")
+    # the U-Net's slabs: the annotated nodules' masks grown and cut, with 2 workers
+    seg_examples = luna16_examples(luna, "segmentation")
+    seg_card = load_checkpoint(resolve_models(use_user_dir=False)["segmentation"].path, "segmentation").card
+    masks = Luna16Masks(luna.annotations)
+    runs = []
+    for r in range(args.runs):
+        slabs = slab_cache(out / f"slabs-{r}", seg_card)
+        t0 = time.perf_counter()
+        report = slabs.build(seg_examples, lambda u: luna.scans[u], seg_card, masks, workers=2)
+        runs.append(time.perf_counter() - t0)
+    runs.sort()
+    nodules = report["crops"]
+    store = slabs.slabs([e for u in seg_examples for e in seg_examples[u]], seg_card.context)
+    store.draw(rng.integers(0, len(store), 16), rng)
+    t0 = time.perf_counter()
+    for _ in range(50):
+        store.draw(rng.integers(0, len(store), 16), rng)
+    seg_rate = 50 * 16 / (time.perf_counter() - t0)
+    print(f"  U-Net slabs ({nodules} annotated nodules, masks grown): built with 2 workers in median "
+          f"{runs[len(runs) // 2]:.1f} s ({runs[0]:.1f}-{runs[-1]:.1f}, {args.runs} runs), "
+          f"{report['bytes'] / 1e6:.0f} MB; drawing random 16-crop batches: {seg_rate:.0f} crops/s")
+    print(f"extrapolated to LUNA16's {LUNA16_ANNOTATIONS} annotations: "
+          f"{LUNA16_ANNOTATIONS * report['bytes'] / nodules / 1e9:.2f} GB, "
+          f"{LUNA16_SCANS * np.median(runs) / len(luna.scans) / 60:.1f} min with 2 workers here")
     # training and detection in 1 and 2 processes (torchrun through --nproc: both sides launched alike)
     scans = sorted(str(p) for p in luna.scans.values())
     for nproc in (int(n) for n in args.nproc.split(",")):

@@ -28,11 +28,12 @@ from lungview.inference.grid import model_slice_spacing, resample_z
 from lungview.models.checkpoint import LoadedModel
 from lungview.training.augment import BOOK_AUGMENTATION, EXACT_AUGMENTATION, augment, augment2d, augment_exact
 from lungview.training.examples import Example, TrainingData
+from lungview.training.slabs import SEG_CROP, SlabStore, by_scan, cut_slabs
 
 if TYPE_CHECKING:
     from lungview.training.runs import RunState
 
-SEG_CROP = 64
+SEG_DRAWS = 4  # an epoch of the U-Net: this many crops of each training example
 NO_VALIDATION = "no validation scan: no comparison is possible; activate it only by choice"
 
 
@@ -43,65 +44,18 @@ def model_view(vol, card):
     return vol if target is None else resample_z(vol, target)
 
 
-def _by_scan(examples: list[Example]) -> dict[str, list[Example]]:
-    """The examples grouped by scan (crops are cut one scan at a time)."""
-    out: dict[str, list[Example]] = {}
-    for e in examples:
-        out.setdefault(e.scan, []).append(e)
-    return out
-
-
 def crops_of(examples: list[Example], open_scan, card, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(N, *crop) float32 classifier inputs, cut by inference's own function from the scan as the
     model sees it (`margin` voxels wider on every side), and (N,) labels. `open_scan(uid)` gives a
     scan's CtVolume."""
     xs, ys = [], []
-    for uid, ex in _by_scan(examples).items():
+    for uid, ex in by_scan(examples).items():
         work = model_view(open_scan(uid), card)
         for e in ex:
             xs.append(classifier_input(work.hu, work.xyz_to_irc(np.asarray(e.center_xyz)), card, margin))
             ys.append(e.label)
     shape = (0, *(n + 2 * margin for n in card.crop))
     return (np.stack(xs) if xs else np.zeros(shape, np.float32)), np.array(ys, dtype=np.int64)
-
-
-def seg_crops(examples: list[Example], open_scan, open_masks, card, rng: np.random.Generator | None,
-              per_example: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """U-Net inputs (N, 2 context + 1, 64, 64), cut by inference's own function from the scan as
-    the model sees it, and targets (N, 1, 64, 64): the workspace's masks on that slice. With `rng`,
-    `per_example` crops per example at random slices through it and random shifts (the book's
-    64 x 64 crops from around the nodule); without, one centred crop on its middle slice."""
-    from lungview.inference.segmentation import segmentation_input
-
-    xs, ys = [], []
-    half = SEG_CROP // 2
-    for uid, ex in _by_scan(examples).items():
-        vol = open_scan(uid)
-        work = model_view(vol, card)
-        labels = open_masks(uid, vol).labels
-        scale = work.spacing_xyz[2] / vol.spacing_xyz[2]  # model slice -> scan slice (same origin)
-        for e in ex:
-            c = work.xyz_to_irc(np.asarray(e.center_xyz))
-            for _ in range(per_example if rng is not None else 1):
-                k, r, col = (int(round(v)) for v in c)
-                if rng is not None:
-                    if e.label:
-                        k = int(round(c[0] + rng.uniform(-0.5, 0.5) * e.diameter_mm / work.spacing_xyz[2]))
-                    r += int(rng.integers(-half // 2, half // 2 + 1))
-                    col += int(rng.integers(-half // 2, half // 2 + 1))
-                k = int(np.clip(k, 0, work.shape[0] - 1))
-                r = int(np.clip(r, half, work.shape[1] - half))
-                col = int(np.clip(col, half, work.shape[2] - half))
-                box = (r - half, r + half, col - half, col + half)
-                xs.append(segmentation_input(work.hu, k, box, card))
-                native = int(np.clip(round(k * scale), 0, vol.shape[0] - 1))
-                target = np.zeros((SEG_CROP, SEG_CROP), np.float32) if labels is None else \
-                    (labels[native, box[0]:box[1], box[2]:box[3]] > 0).astype(np.float32)
-                ys.append(target[None])
-    if not xs:
-        return np.zeros((0, 2 * card.context + 1, SEG_CROP, SEG_CROP), np.float32), np.zeros((0, 1, SEG_CROP, SEG_CROP),
-                                                                                           np.float32)
-    return np.stack(xs), np.stack(ys)
 
 
 def dice(pred: np.ndarray, target: np.ndarray) -> float | None:
@@ -309,7 +263,8 @@ def _result(model: torch.nn.Module, history: list[dict], before: dict | None, da
 
 def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceInfo,
              settings: Settings | None = None, progress: ProgressCallback = no_progress,
-             cancel: CancelToken | None = None, on_epoch=None, crops=None, state: "RunState | None" = None) -> Result:
+             cancel: CancelToken | None = None, on_epoch=None, crops=None, state: "RunState | None" = None,
+             slabs=None) -> Result:
     """Fine-tunes a copy of `parent` on the training scans' examples with its augmentation
     (augmentation_of) and batches balanced between the two classes; evaluates parent and child on
     the validation scans in the same run. Seeded: the same data and seed give the same weights on
@@ -317,11 +272,11 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     same global batch under DistributedDataParallel, and process 0 alone validates.
     `on_epoch(record)` after each epoch (the panel's curves). `crops(examples, margin)` gives
     the classifiers' crops and labels (default: cut now by crops_of; training.cache reads them
-    from disk). With `state`, the run's progress is kept after each epoch and, resuming, restored.
-    Cancel raises Cancelled: nothing else is written here."""
+    from disk), `slabs(examples)` the U-Net's (training.slabs). With `state`, the run's progress
+    is kept after each epoch and, resuming, restored. Cancel raises Cancelled: nothing else is written here."""
     s = settings or Settings()
     if data.role == "segmentation":
-        return _finetune_segmentation(data, parent, open_scan, device, s, progress, cancel, on_epoch)
+        return _finetune_segmentation(data, parent, open_scan, device, s, progress, cancel, on_epoch, slabs, state)
     t0 = time.perf_counter()
     card = parent.card
     train, val = data.examples_on("train"), data.examples_on("validation")
@@ -390,10 +345,12 @@ def _parallel(model: torch.nn.Module, device: DeviceInfo, batch: int):
 
 
 def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceInfo, s: Settings,
-                           progress: ProgressCallback, cancel: CancelToken | None, on_epoch) -> Result:
+                           progress: ProgressCallback, cancel: CancelToken | None, on_epoch, slabs=None,
+                           state: "RunState | None" = None) -> Result:
     """The U-Net on the book's 64 x 64 crops around masked nodules (and rejected findings, where
-    nothing should be marked), the book's Dice loss with recall weighting and its Adam; Dice on
-    the validation scans' masks before and after."""
+    nothing should be marked), a new slice and shift for each example at every step (training.slabs),
+    the book's Dice loss with recall weighting and its Adam; Dice on the validation scans' centred
+    crops before and after. `slabs(examples)` gives their SlabStore (default: cut now)."""
     from lungview.training.distributed import batch_sum
     from lungview.training.loops import dice_bce_loss
 
@@ -403,13 +360,13 @@ def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, d
         raise LungViewError("the training scans hold no mask to learn from (paint one, fill one with G, or import "
                             "an LIDC read)")
     progress(0, 1, "cutting crops")
-    rng = np.random.default_rng(s.seed)
-    torch.manual_seed(s.seed)
-    masks = data.masks_of
-    x_train, y_train = seg_crops(train, open_scan, masks, parent.card, rng)
-    x_val, y_val = seg_crops(val, open_scan, masks, parent.card, None)
+    slabs = slabs or (lambda ex: cut_slabs(ex, open_scan, data.masks_of, parent.card))
+    train_slabs: SlabStore = slabs(train)
+    x_val, y_val = slabs(val).centred()
     if cancel is not None:
         cancel.check()
+    rng = np.random.default_rng(s.seed)
+    torch.manual_seed(s.seed)
     model = copy.deepcopy(parent.module).to(device.device)
     s = replace(s, lr=s.lr or BOOK_LR["segmentation"], batch=min(s.batch, 16))
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
@@ -417,15 +374,16 @@ def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, d
     validate = (lambda m: {"dice": dice(_seg_predict(getattr(m, "module", m), x_val, device), y_val),
                            "crops": len(x_val)}) if len(x_val) and rank == 0 else None
     before = validate(parent.module) if validate else None
-    steps = s.steps_per_epoch or max(4, math.ceil(len(x_train) / s.batch))
+    steps = s.steps_per_epoch or max(4, math.ceil(SEG_DRAWS * len(train_slabs) / s.batch))
 
     def step_loss():
-        pick = rng.choice(len(x_train), s.batch)
-        x, y = augment2d(torch.from_numpy(x_train[pick]).to(device.device),
-                         torch.from_numpy(y_train[pick]).to(device.device), rng)
+        x, y = train_slabs.draw(rng.choice(len(train_slabs), s.batch), rng)
+        x, y = augment2d(torch.from_numpy(x).to(device.device), torch.from_numpy(y).to(device.device), rng)
         with autocast_gpu(device):
             pred = net(x[share])
         return dice_bce_loss(pred, y[share], batch_sum)
 
-    history = _epochs(net, [], opt, steps, s, step_loss, validate, progress, cancel, on_epoch)
+    start, done = state.restore(model, opt, rng) if state else (0, [])
+    history = _epochs(net, [], opt, steps, s, step_loss, validate, progress, cancel, on_epoch, start, done,
+                      (lambda e, h: state.save(e, model, opt, rng, h)) if state else None)
     return _result(model, history, before, data, s, t0)

@@ -172,6 +172,19 @@ class AnnotationMasks:
             self.labels[box][mask] = n
 
 
+class Luna16Masks:
+    """`masks_of` for LUNA16 scans: their annotations' masks (a plain object, so that the crop
+    cache's worker processes can take it)."""
+
+    def __init__(self, annotations: list[Annotation]):
+        self.by_uid: dict[str, list[Annotation]] = {}
+        for a in annotations:
+            self.by_uid.setdefault(a.series_uid, []).append(a)
+
+    def __call__(self, uid: str, vol) -> AnnotationMasks:
+        return AnnotationMasks(vol, self.by_uid.get(uid, []))
+
+
 def luna16_training_data(root: str | os.PathLike, role: str, fold: int | None = None,
                          max_negatives: int | None = None, seed: int = 0) -> tuple[TrainingData, Luna16]:
     """The examples and sides of a LUNA16 folder, as training_data gives a workspace's."""
@@ -186,8 +199,4 @@ def luna16_training_data(root: str | os.PathLike, role: str, fold: int | None = 
         notes.append(f"at most {max_negatives} class-0 candidates per scan as negatives (a seeded draw)")
     if luna.skipped:
         notes.append(f"{len(luna.skipped)} series in the CSV files are in no subset folder here: left out")
-    by_uid: dict[str, list[Annotation]] = {}
-    for a in luna.annotations:
-        by_uid.setdefault(a.series_uid, []).append(a)
-    return TrainingData(role, examples, sides, notes,
-                        masks_of=lambda uid, vol: AnnotationMasks(vol, by_uid.get(uid, []))), luna
+    return TrainingData(role, examples, sides, notes, masks_of=Luna16Masks(luna.annotations)), luna

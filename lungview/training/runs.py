@@ -26,11 +26,12 @@ from lungview.models.checkpoint import BOOK_KWARGS, LoadedModel, load_checkpoint
 from lungview.models.registry import user_data_dir
 from lungview.models.versions import ModelVersion, active_version, new_id, register, trained_path
 from lungview.training.augment import BOOK_SEG_AUGMENTATION, EXACT_AUGMENTATION
-from lungview.training.cache import crop_cache
+from lungview.training.cache import crop_cache, slab_cache
 from lungview.training.distributed import barrier, rank_and_size
 from lungview.training.examples import TrainingData, training_data
 from lungview.training.finetune import Settings, augmentation_of, finetune
 from lungview.training.luna16 import luna16_training_data
+from lungview.training.slabs import SlabStore, cut_slabs
 
 
 class RunState:
@@ -111,6 +112,7 @@ def train_from_luna16(root, role: str, device: DeviceInfo, settings: Settings | 
     With `workspace`, its reviewed scans join the run, on the sides training_data gives them."""
     s = settings or Settings()
     data, luna = luna16_training_data(root, role, fold, max_negatives, s.seed)
+    luna_masks = data.masks_of
     if not data.examples:
         raise LungViewError(f"{luna.root}: no annotations or candidates of its scans to learn {role} from")
     where = {"luna16": str(luna.root), "fold": fold, "max_negatives": max_negatives}
@@ -127,7 +129,26 @@ def train_from_luna16(root, role: str, device: DeviceInfo, settings: Settings | 
         path_of = lambda uid: luna.scans[uid] if uid in luna.scans else workspace.entry(uid).path  # noqa: E731
     return train_and_register(data, path_of, source, where, device, s, progress, cancel, on_epoch, model_path,
                               cache_dir=cache_dir or user_data_dir() / "cache" / "crops", workers=workers,
-                              state_dir=user_data_dir() / "training", resume=resume)
+                              state_dir=user_data_dir() / "training", resume=resume,
+                              masks_cached=(set(luna.scans), luna_masks))
+
+
+def _cached_slabs(data: TrainingData, path_of, card, cache_dir, masks_cached, open_scan, workers: int,
+                  progress: ProgressCallback, cancel: CancelToken | None, rank: int):
+    """`slabs(examples)` for the U-Net recipe: the scans of `masks_cached` from the slab cache
+    (built first by process 0 where missing), the others cut in memory."""
+    uids, masks_of = masks_cached
+    cached = {u: ex for u, ex in data.examples.items() if u in uids}
+    cache = slab_cache(cache_dir, card)
+    if rank == 0:
+        cache.build(cached, path_of, card, masks_of, workers, progress, cancel)
+    barrier()
+
+    def slabs(examples):
+        inside = cache.slabs([e for e in examples if e.scan in cached], card.context)
+        outside = cut_slabs([e for e in examples if e.scan not in cached], open_scan, data.masks_of, card)
+        return SlabStore(inside.parts + outside.parts, card.context)
+    return slabs
 
 
 def merge_data(a: TrainingData, b: TrainingData) -> TrainingData:
@@ -139,9 +160,12 @@ def merge_data(a: TrainingData, b: TrainingData) -> TrainingData:
 def train_and_register(data: TrainingData, path_of, source: str, where: dict, device: DeviceInfo,
                        settings: Settings | None = None, progress: ProgressCallback = no_progress,
                        cancel: CancelToken | None = None, on_epoch=None, model_path: str | None = None,
-                       cache_dir=None, workers: int = 0, state_dir=None, resume: bool = False):
+                       cache_dir=None, workers: int = 0, state_dir=None, resume: bool = False,
+                       masks_cached=None):
     """Fine-tunes the parent on `data` (scans opened from `path_of(uid)`; with `cache_dir`, the
-    classifiers' crops from the crop cache there, built first where missing; with `state_dir`, the
+    classifiers' crops from the crop cache there, built first where missing, and the U-Net's
+    slabs of the scans in `masks_cached` = (UIDs, their masks_of), whose masks do not change
+    between runs: LUNA16's, grown from its annotations; with `state_dir`, the
     run's state after each epoch there, and `resume` continues it), writes the checkpoint with its
     card and registers it, activated only when accepted. Returns (Result, ModelVersion); in a
     process group, process 0 alone writes (the others get (Result, None))."""
@@ -157,20 +181,23 @@ def train_and_register(data: TrainingData, path_of, source: str, where: dict, de
         return opened[uid]
 
     rank = rank_and_size()[0]
-    crops = None  # cut in memory by finetune
+    crops = slabs = None  # cut in memory by finetune
     if cache_dir is not None and role != "segmentation":
         store = crop_cache(cache_dir, parent.card, int(EXACT_AUGMENTATION["shift_voxels"]))
         if rank == 0:  # the others wait for it, then read it
             store.build(data.examples, path_of, parent.card, workers, progress, cancel)
         barrier()
         crops = store.crops
+    if cache_dir is not None and role == "segmentation" and masks_cached is not None:
+        slabs = _cached_slabs(data, path_of, parent.card, cache_dir, masks_cached, open_scan, workers, progress,
+                              cancel, rank)
     state = None
     if state_dir is not None:
         run = {"where": where, "role": role, "settings": asdict(settings), "parent": parent.sha256,
                "scans": sorted(data.examples)}
         key = hashlib.sha256(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:16]
         state = RunState(Path(state_dir) / f"{role}-{key}.pt", resume)
-    result = finetune(data, parent, open_scan, device, settings, progress, cancel, on_epoch, crops, state)
+    result = finetune(data, parent, open_scan, device, settings, progress, cancel, on_epoch, crops, state, slabs)
     if rank != 0:
         return result, None  # process 0 writes and registers
     model_id = new_id(role)

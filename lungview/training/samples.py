@@ -13,8 +13,7 @@ from lungview.inference.classify import classifier_input
 from lungview.inference.segmentation import segmentation_input
 from lungview.models.checkpoint import ModelCard
 from lungview.training.augment import exact_flips
-
-SEG_CROP = 64
+from lungview.training.slabs import SEG_CROP
 
 
 @dataclass

@@ -231,7 +231,9 @@ def test_segmentation_learns_from_the_masks(phantom_scans, tmp_path, monkeypatch
     from lungview.models.checkpoint import load_checkpoint
     from lungview.models.registry import resolve_models
     from lungview.review.masks import Masks
-    from lungview.training.finetune import dice, seg_crops
+    from lungview.inference.segmentation import segmentation_input
+    from lungview.training.finetune import dice
+    from lungview.training.slabs import cut_slabs
 
     monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "home"))
     ws = reviewed_workspace(tmp_path / "ws", phantom_scans)
@@ -254,8 +256,13 @@ def test_segmentation_learns_from_the_masks(phantom_scans, tmp_path, monkeypatch
     ex = [e for e in data.examples[uid] if e.label][0]
     vol = open_volume(ws.entry(uid).path)
     card = load_checkpoint(resolve_models(use_user_dir=False)["segmentation"].path, "segmentation").card
-    x, y = seg_crops([ex], lambda u: vol, ws.load_masks, card, None)
+    x, y = cut_slabs([ex], lambda u: vol, ws.load_masks, card).centred()
     assert x.shape == (1, 7, 64, 64) and y.shape == (1, 1, 64, 64) and y.sum() > 10
+    c = np.rint(vol.xyz_to_irc(np.array(ex.center_xyz))).astype(int)
+    box = (c[1] - 32, c[1] + 32, c[2] - 32, c[2] + 32)
+    assert np.array_equal(x[0], segmentation_input(vol.hu, c[0], box, card))
+    mask = ws.load_masks(uid, vol).labels[c[0], box[0]:box[1], box[2]:box[3]] > 0
+    assert np.array_equal(y[0, 0], mask)
     assert dice(y[0], y[0]) == 1.0 and dice(np.zeros_like(y), y) == 0.0 and dice(np.zeros(3), np.zeros(3)) is None
     result, version = train_from_workspace(ws, "segmentation", CPU, Settings(epochs=1, steps_per_epoch=2, batch=4))
     ws.close()

@@ -164,22 +164,70 @@ def test_crop_cache_holds_inference_crops_and_resumes(luna_dir, tmp_path):
     assert cache.file_for(uid, examples[uid][:-1]) != cache.file_for(uid, examples[uid])
 
 
-def test_training_from_the_cache_equals_training_in_memory(luna_dir, tmp_path, monkeypatch):
+def test_unet_slab_cache_holds_inference_crops_and_resumes(luna_dir, tmp_path):
+    """The U-Net's slabs: every crop drawn from them (any slice through the nodule, any shift)
+    is inference's segmentation_input at that slice and box, its target the annotation's mask on
+    that slice; built in worker processes, resumed after a cancel, memory-mapped."""
+    from lungview.core.jobs import Cancelled, CancelToken
+    from lungview.inference.segmentation import segmentation_input
+    from lungview.io import open_volume
+    from lungview.models.checkpoint import load_checkpoint
+    from lungview.models.registry import resolve_models
+    from lungview.training.cache import slab_cache
+    from lungview.training.slabs import SHIFT
+
+    card = load_checkpoint(resolve_models(use_user_dir=False)["segmentation"].path, "segmentation").card
+    data, luna = luna16_training_data(luna_dir, "segmentation")
+    cache = slab_cache(tmp_path / "cache", card)
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        cache.build(data.examples, luna.scans.__getitem__, card, data.masks_of, workers=1,
+                    progress=lambda d, t, m: token.cancel() if d >= 1 else None, cancel=token)
+    kept = len(list(cache.root.glob("*.index.npy")))
+    assert 1 <= kept < 4 and not list(cache.root.glob(".*"))
+    report = cache.build(data.examples, luna.scans.__getitem__, card, data.masks_of, workers=2)
+    assert report["kept"] == kept and report["cut"] == 4 - kept and report["crops"] == 12
+    every = [e for u in sorted(data.examples) for e in data.examples[u]]
+    store = cache.slabs(every, card.context)
+    assert len(store) == 12 and isinstance(store.parts[0].hu, np.memmap)
+    rng = np.random.default_rng(1)
+    for i in (0, 5, 11):
+        e = every[i]
+        vol = open_volume(luna.scans[e.scan])
+        labels = data.masks_of(e.scan, vol).labels
+        c = np.rint(vol.xyz_to_irc(np.asarray(e.center_xyz))).astype(int)
+        reach = int(round(e.diameter_mm / 2 / vol.spacing_xyz[2]))
+        assert reach >= 1
+        for offset in (-reach, 0, reach):
+            dr, dc = (int(v) for v in rng.integers(-SHIFT, SHIFT + 1, size=2))
+            k = int(np.clip(c[0] + offset, 0, vol.shape[0] - 1))
+            r = int(np.clip(c[1] - 32 + dr, 0, vol.shape[1] - 64))
+            q = int(np.clip(c[2] - 32 + dc, 0, vol.shape[2] - 64))
+            x, y = store.crop(i, k - c[0], dr, dc)
+            assert np.array_equal(x, segmentation_input(vol.hu, k, (r, r + 64, q, q + 64), card))
+            assert np.array_equal(y[0], labels[k, r:r + 64, q:q + 64] > 0)
+        assert store.crop(i)[1].sum() >= 9  # the middle crop holds the nodule's mask (2 mm pixels)
+    x, y = store.draw(np.arange(12), rng)
+    assert x.shape == (12, 7, 64, 64) and y.shape == (12, 1, 64, 64)
+
+
+@pytest.mark.parametrize("role", ["nodule", "segmentation"])
+def test_training_from_the_cache_equals_training_in_memory(role, luna_dir, tmp_path, monkeypatch):
     from lungview.inference.device import resolve_device
     from lungview.training.finetune import Settings
     from lungview.training.runs import train_and_register
 
     cpu = resolve_device("cpu", "fp32")
-    luna = open_luna16(luna_dir)
-    data, _ = luna16_training_data(luna_dir, "nodule", fold=1, max_negatives=4)
+    data, luna = luna16_training_data(luna_dir, role, fold=1, max_negatives=4)
     settings = Settings(epochs=1, steps_per_epoch=3, batch=8)
     states = []
     for k, cache in enumerate((None, tmp_path / "cache")):
         monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / f"home{k}"))
         result, _ = train_and_register(data, lambda u: luna.scans[u], "LUNA16 scans", {}, cpu, settings,
-                                       cache_dir=cache, workers=1)
+                                       cache_dir=cache, workers=1, masks_cached=(set(luna.scans), data.masks_of))
         states.append(result.model.state_dict())
-        assert result.before["nodules"] == 6
+        assert result.before["nodules" if role == "nodule" else "crops"] == 6
+    assert any(cache.iterdir() for cache in (tmp_path / "cache").iterdir())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
@@ -213,11 +261,14 @@ def test_two_processes_train_the_weights_of_one(role, luna_dir, tmp_path, monkey
     parent = load_checkpoint(resolve_models(use_user_dir=False)[role].path, role).module.state_dict()
     assert set(a) == set(b) == set(parent)
     assert max(float((a[k].float() - parent[k].float()).abs().max()) for k in a) > 1e-3  # it did learn
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    # Float sums in another order: equal within 1e-5 but for a rare weight whose gradient is next to
+    # nothing, where Adam's step (gradient over its own running size) can differ by a part of one step
+    diff = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
+    assert float(diff.max()) < 1e-4 and float((diff > 1e-5).float().mean()) < 1e-4
 
 
-def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(luna_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("role", ["nodule", "segmentation"])
+def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(role, luna_dir, tmp_path, monkeypatch):
     from lungview.core.jobs import Cancelled, CancelToken
     from lungview.inference.device import resolve_device
     from lungview.models.versions import list_versions
@@ -226,9 +277,13 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(luna_
 
     cpu = resolve_device("cpu", "fp32")
     settings = Settings(epochs=3, steps_per_epoch=3, batch=8)
-    run = dict(fold=1, max_negatives=4, cache_dir=tmp_path / "cache", workers=1)
+    from lungview.models.registry import resolve_models
+
+    # from the demo model each time (an accepted run would otherwise become the next run's parent)
+    parent = str(resolve_models(use_user_dir=False)[role].path)
+    run = dict(fold=1, max_negatives=4, cache_dir=tmp_path / "cache", workers=1, model_path=parent)
     monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "whole"))
-    whole, _ = train_from_luna16(luna_dir, "nodule", cpu, settings, **run)
+    whole, _ = train_from_luna16(luna_dir, role, cpu, settings, **run)
     monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "cut"))
     token = CancelToken()
 
@@ -237,11 +292,11 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(luna_
             token.cancel()
 
     with pytest.raises(Cancelled):
-        train_from_luna16(luna_dir, "nodule", cpu, settings, progress=stop_in_epoch_2, cancel=token, **run)
-    (state,) = (tmp_path / "cut" / "training").glob("nodule-*.pt")
+        train_from_luna16(luna_dir, role, cpu, settings, progress=stop_in_epoch_2, cancel=token, **run)
+    (state,) = (tmp_path / "cut" / "training").glob(f"{role}-*.pt")
     assert torch.load(state, weights_only=True)["epoch"] == 1  # the last finished epoch
     assert not [v for v, _ in list_versions() if not v.builtin]  # nothing registered
-    resumed, version = train_from_luna16(luna_dir, "nodule", cpu, settings, resume=True, **run)
+    resumed, version = train_from_luna16(luna_dir, role, cpu, settings, resume=True, **run)
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
@@ -250,7 +305,7 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(luna_
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_bytes(b"not a checkpoint")
     with pytest.raises(LungViewError, match="cannot resume from it"):
-        train_from_luna16(luna_dir, "nodule", cpu, settings, resume=True, **run)
+        train_from_luna16(luna_dir, role, cpu, settings, resume=True, **run)
 
 
 def test_a_workspace_and_luna16_in_one_run(luna_dir, phantom_scans, tmp_path, monkeypatch, capsys):
