@@ -56,7 +56,16 @@ def add_commands(sub, parser_class) -> None:
                                       "book-ROLE or demo-ROLE: a rollback)")
     us.add_argument("id")
     us.set_defaults(func=cmd_use)
-    for p in (tr, ls, sh, us):
+    ex = verbs.add_parser("export", help="write a model as TorchScript, ONNX or OpenVINO IR (its card inside), "
+                                         "checked against the original on the same input")
+    ex.add_argument("id", metavar="ID|PATH", help="a version id (`lungview models list`) or a checkpoint file")
+    ex.add_argument("--format", required=True, choices=("torchscript", "onnx", "openvino"))
+    ex.add_argument("--out", required=True, metavar="PATH", help="the file to write (OpenVINO: PATH.xml and PATH.bin)")
+    ex.add_argument("--role", choices=("segmentation", "nodule", "malignancy"),
+                    help="for a checkpoint file: its role (default: the file's own; a book classifier is nodule)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_export)
+    for p in (tr, ls, sh, us, ex):
         p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -218,4 +227,26 @@ def cmd_use(args) -> int:
 
     v = use(args.id)
     print(f"{v.id} is now the active {v.role} model ({v.path})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from lungview.models.checkpoint import load_checkpoint
+    from lungview.models.export import export
+    from lungview.models.versions import get_version
+
+    if Path(args.id).is_file():
+        model = load_checkpoint(args.id, args.role)
+    else:
+        v = get_version(args.id)
+        model = load_checkpoint(v.path, v.role)
+    report = export(model, args.format, args.out)
+    if args.json:
+        print(json.dumps({"path": str(report.path), "format": report.format, "role": model.card.role,
+                          "source": model.path, "source_sha256": model.sha256,
+                          "max_abs_diff": report.max_abs_diff, "checked_with": report.checked_with}, indent=2))
+    else:
+        print(f"{report.path}: {model.card.role} model {model.card.name} as {report.format}, its card inside; "
+              f"checked with {report.checked_with} against the original on a seeded input: largest difference "
+              f"{report.max_abs_diff:.2g}")
     return 0
