@@ -143,6 +143,9 @@ def viewer_parser() -> argparse.ArgumentParser:
     p.add_argument("--cls-model")
     p.add_argument("--mal-model")
     p.add_argument("--device", default="auto")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"),
+                   help="what runs the networks on the CPU (default: the one saved in Detect → Models…, else auto: "
+                        "OpenVINO when installed)")
     p.add_argument("--screenshot", metavar="FILE", help="save a PNG of the window once detection is done, exit "
                    "(runs without a workspace unless --workspace is given)")
     p.add_argument("--workspace", metavar="DIR", help="where reviews, detections and masks are kept "

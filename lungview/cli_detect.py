@@ -19,6 +19,9 @@ def add_commands(sub, parser_class) -> None:
     det.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     det.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                      help="auto: bf16 on GPUs and on CPUs with native bf16, else fp32")
+    det.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
+                     help="what runs the networks on the CPU: auto (OpenVINO when installed, else PyTorch), torch, "
+                          "onnxruntime or openvino (pip install 'lungview[openvino]'); GPUs run PyTorch")
     det.add_argument("--threshold", type=float, default=0.5,
                      help="list detections with p_nodule >= this (0 lists every candidate, for FROC)")
     det.add_argument("--series", help="SeriesInstanceUID when a folder holds several")
@@ -69,6 +72,7 @@ def cmd_detect(args) -> int:
     from tqdm import tqdm
 
     from lungview.detect_io import scan_record
+    from lungview.inference.backends import resolve_backend
     from lungview.inference.device import resolve_device
     from lungview.inference.pipeline import Pipeline
     from lungview.io import open_volume
@@ -93,7 +97,7 @@ def cmd_detect(args) -> int:
 
         workspace = Workspace(args.workspace)  # locked now: a busy workspace fails before the work
     pipeline = Pipeline(loaded["segmentation"][0], loaded["nodule"][0], device,
-                        loaded["malignancy"][0])
+                        loaded["malignancy"][0], backend=resolve_backend(args.backend, device))
     model_info = {role: {"label": m.label, "origin": c.origin, "path": str(c.path)} if m else None
                   for role, (m, c) in loaded.items()}
     demo = any(c is not None and c.origin == "demo" for _, c in loaded.values())
@@ -160,7 +164,7 @@ def cmd_detect(args) -> int:
 def _print_scans(scans, threshold) -> None:
     for scan in scans:
         print(f"{scan['path']}  ({scan['series_uid'] or 'no series UID'})")
-        print(f"  device: {scan['device']}")
+        print(f"  device: {scan['device']}, networks run by {scan['backend']}")
         for role, m in scan["models"].items():
             print(f"  {role:12} {m['label'] + ' [' + m['origin'] + ']' if m else NO_MALIGNANCY}")
         t = scan["timings_s"]

@@ -1,14 +1,19 @@
 #!/usr/bin/env python
-"""Detection speed: LungView's pipeline against a straightforward re-statement of the book's
-recipe (p2ch14 nodule_analysis: fp32, 4 slices and 4 crops per forward, whole 512x512 slices,
-scipy erosion/label/center_of_mass over the whole volume), same scan, same models.
+"""Detection speed: LungView's pipeline with each inference backend installed (PyTorch, and on
+the CPU ONNX Runtime and OpenVINO running the models' exports) against a straightforward
+re-statement of the book's recipe (p2ch14 nodule_analysis: PyTorch, fp32, 4 slices and 4 crops per
+forward, whole 512x512 slices, scipy erosion/label/center_of_mass over the whole volume), same
+scan, same models.
 
-Both sides are treated alike: one warm-up run each, then --repeat runs each, alternating, in
-the same process; per step and in total the median and the range (min-max) are printed.
-With --cold N, N fresh processes per side (alternating) time the first run after loading the
-models, as the viewer's first detection after opening a scan does.
+Every side is treated alike: one warm-up run each (for the exported backends it makes the export
+and compiles it), then --repeat runs each, alternating, in the same process; per step and in total
+the median and the range (min-max) are printed. With --cold N, N fresh processes per side
+(alternating) time the first run after loading the models (and compiling the exports, made
+before), as the viewer's first detection after opening a scan does. The exports go to a temporary
+user data folder, never the user's.
 
     .venv/bin/python scripts/bench_detect.py [SCAN] [--device cpu|cuda] [--repeat 3] [--cold 3]
+        [--backends torch,onnxruntime,openvino]
 
 SCAN defaults to ../shared/data/lidc-idri-0001/dicom; the models to ../shared/models/book/.
 """
@@ -16,8 +21,12 @@ SCAN defaults to ../shared/data/lidc-idri-0001/dicom; the models to ../shared/mo
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
+import shutil
 import statistics
+import tempfile
 import subprocess
 import sys
 import time
@@ -89,13 +98,22 @@ def ours(vol, pipeline) -> tuple[dict, int, int]:
 
 
 def _sides(args):
+    from lungview.inference.backends import LABELS, installed
+
     vol = open_volume(args.scan)
     info = resolve_device(args.device)
-    pipeline = Pipeline(load_checkpoint(SEG, "segmentation"), load_checkpoint(CLS, "nodule"), info)
+    wanted = args.backends.split(",") if args.backends else [b for b in LABELS if installed(b)]
+    if not info.is_cpu:
+        wanted = ["torch"]  # the exported backends run on the CPU
+    seg, cls = load_checkpoint(SEG, "segmentation"), load_checkpoint(CLS, "nodule")
+    sides = {}
+    for backend in wanted:
+        pipeline = Pipeline(seg, cls, info, backend=backend)
+        sides[f"lungview {LABELS[backend]}"] = lambda p=pipeline: ours(vol, p)
     book_seg = load_checkpoint(SEG, "segmentation").module.to(info.device)
     book_cls = load_checkpoint(CLS, "nodule").module.to(info.device)
-    return vol, info, {"lungview": lambda: ours(vol, pipeline),
-                       "book recipe": lambda: book_recipe(vol, book_seg, book_cls, info.device)}
+    sides["book recipe"] = lambda: book_recipe(vol, book_seg, book_cls, info.device)
+    return vol, info, sides
 
 
 def _summary(values) -> str:
@@ -104,9 +122,16 @@ def _summary(values) -> str:
 
 def cold(args, side: str) -> float:
     """Total of the first run in a fresh process (models loaded from disk just before)."""
-    cmd = [sys.executable, __file__, args.scan, "--device", args.device, "--one-cold", side]
+    cmd = [sys.executable, __file__, args.scan, "--device", args.device, "--one-cold", side,
+           "--backends", args.backends or ""]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(json.loads(out.strip().splitlines()[-1])["total"])
+
+
+def _versions() -> str:
+    from lungview.inference.backends import LABELS, describe, installed
+
+    return ", ".join(describe(b) for b in LABELS if b != "torch" and installed(b)) or "no other runtime"
 
 
 def main() -> int:
@@ -116,39 +141,48 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cold", type=int, default=0, help="fresh processes per side for the first-run time")
     ap.add_argument("--one-cold", help=argparse.SUPPRESS)
+    ap.add_argument("--backends", help="comma-separated, of torch, onnxruntime, openvino (default: every one "
+                                       "installed; on GPUs PyTorch alone)")
     args = ap.parse_args()
+    if not os.environ.get("LUNGVIEW_HOME"):  # the exports in a temporary folder (the cold runs inherit it)
+        os.environ["LUNGVIEW_HOME"] = tempfile.mkdtemp(prefix="lungview-bench-detect-")
+        atexit.register(shutil.rmtree, os.environ["LUNGVIEW_HOME"], True)
     vol, info, sides = _sides(args)
     if args.one_cold:
         times, _, _ = sides[args.one_cold]()
         print(json.dumps({"total": sum(times.values())}))
         return 0
     print(f"scan {vol.shape} from {args.scan}; device {info.name}{', bf16' if info.bf16 else ', fp32'}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for fn in sides.values():  # one warm-up each: kernels, caches, allocator
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; {_versions()}")
+    for fn in sides.values():  # one warm-up each: kernels, caches, allocator, the exports made and compiled
         fn()
     runs = {name: [] for name in sides}
     for _ in range(args.repeat):
         for name, fn in sides.items():
             runs[name].append(fn())
+    names = list(sides)
+    width = max(22, *(len(n) + 2 for n in names))
     print(f"{args.repeat} runs each after one warm-up, alternating; median (min-max), seconds")
-    print(f"{'step':16} {'lungview':>22} {'book recipe':>22}")
+    print(f"{'step':16}" + "".join(f"{n:>{width}}" for n in names))
     for step in STEPS:
         cells = [_summary([r[0].get(step, 0.0) for r in runs[name]]) if any(step in r[0] for r in runs[name])
-                 else f"{'-':>22}" for name in sides]
-        print(f"{step:16} {cells[0]:>22} {cells[1]:>22}")
-    totals = {name: [sum(r[0].values()) for r in runs[name]] for name in sides}
-    print(f"{'total':16} {_summary(totals['lungview']):>22} {_summary(totals['book recipe']):>22}")
-    ratios = [b / a for a, b in zip(totals["lungview"], totals["book recipe"])]
-    print(f"ratio book / lungview: median {statistics.median(ratios):.1f}x ({min(ratios):.1f}-{max(ratios):.1f}x)")
-    print(f"candidates       {runs['lungview'][0][1]:>22d} {runs['book recipe'][0][1]:>22d}")
-    print(f"p_nodule > 0.5   {runs['lungview'][0][2]:>22d} {runs['book recipe'][0][2]:>22d}")
+                 else "-" for name in names]
+        print(f"{step:16}" + "".join(f"{c:>{width}}" for c in cells))
+    totals = {name: [sum(r[0].values()) for r in runs[name]] for name in names}
+    print(f"{'total':16}" + "".join(f"{_summary(totals[n]):>{width}}" for n in names))
+    for name in names[:-1]:
+        ratios = [b / a for a, b in zip(totals[name], totals["book recipe"])]
+        print(f"ratio book recipe / {name}: median {statistics.median(ratios):.1f}x "
+              f"({min(ratios):.1f}-{max(ratios):.1f}x)")
+    print(f"{'candidates':16}" + "".join(f"{runs[n][0][1]:>{width}d}" for n in names))
+    print(f"{'p_nodule > 0.5':16}" + "".join(f"{runs[n][0][2]:>{width}d}" for n in names))
     if args.cold:
-        firsts = {name: [] for name in sides}
+        firsts = {name: [] for name in names}
         for _ in range(args.cold):
-            for name in sides:
+            for name in names:
                 firsts[name].append(cold(args, name))
-        print(f"first run in a fresh process ({args.cold} each): lungview {_summary(firsts['lungview'])}, "
-              f"book recipe {_summary(firsts['book recipe'])}")
+        print(f"first run in a fresh process ({args.cold} each): "
+              + ", ".join(f"{n} {_summary(firsts[n]).strip()}" for n in names))
     return 0
 
 

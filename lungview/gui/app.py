@@ -28,8 +28,8 @@ def run(args) -> int:
 
     workspace = args.workspace or (None if args.no_workspace or args.screenshot else str(default_dir()))
     options = Options(seg_model=args.seg_model, cls_model=args.cls_model, mal_model=args.mal_model,
-                      device=args.device, interactive=not args.screenshot, demo_models=args.demo,
-                      allow_gaps=args.allow_gaps, workspace=workspace)
+                      device=args.device, backend=args.backend, interactive=not args.screenshot,
+                      demo_models=args.demo, allow_gaps=args.allow_gaps, workspace=workspace)
     settings = QSettings("LungView", "LungView")
     window = MainWindow(options, settings)
     window.show()

@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QFileDialog, QGridLayout, QHeaderView,
-                               QLabel, QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QGridLayout,
+                               QHeaderView, QLabel, QLineEdit, QPushButton, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout)
 
 ROLES = (("segmentation", "seg_model", "Segmentation (U-Net)"),
          ("nodule", "cls_model", "Nodule classifier"),
          ("malignancy", "mal_model", "Malignancy classifier"))
 CHECKPOINTS = "Checkpoints (*.state *.pt *.pth);;All files (*)"
+BACKEND_ITEMS = (("auto", "auto: OpenVINO on the CPU when installed, else PyTorch"), ("torch", "PyTorch"),
+                 ("onnxruntime", "ONNX Runtime (CPU)"), ("openvino", "OpenVINO (CPU)"))
 
 
 def describe_default(role: str, use_user_dir: bool = True) -> str:
@@ -33,7 +36,8 @@ class ModelsDialog(QDialog):
     """The checkpoint of each role, where it comes from, Browse… and Default per role. Nothing
     is saved until Save: a cancelled file picker or Cancel leaves every choice as it was."""
 
-    def __init__(self, choices: dict[str, str | None], parent=None, use_user_dir: bool = True):
+    def __init__(self, choices: dict[str, str | None], parent=None, use_user_dir: bool = True,
+                 backend: str = "auto"):
         super().__init__(parent)
         self.setWindowTitle("Models")
         self.choices = {key: choices.get(key) or None for _, key, _ in ROLES}
@@ -59,6 +63,12 @@ class ModelsDialog(QDialog):
             origin.setStyleSheet("color: palette(mid);")
             grid.addWidget(origin, 2 * row + 1, 1, 1, 3)
             self.paths[key], self.origins[key], self.browse[key], self.default[key] = edit, origin, browse, default
+        row = 2 * len(ROLES)
+        grid.addWidget(QLabel("Inference backend"), row, 0)
+        self.backend = QComboBox()
+        self.backend.setToolTip("What runs the networks during detection on the CPU; training always uses PyTorch")
+        self._add_backends(backend)
+        grid.addWidget(self.backend, row, 1)
         layout.addLayout(grid)
         buttons = QDialogButtonBox()
         self.save_button = buttons.addButton("Save", QDialogButtonBox.AcceptRole)
@@ -71,6 +81,22 @@ class ModelsDialog(QDialog):
         layout.addWidget(buttons)
         for _, key, _ in ROLES:
             self._show(key)
+
+    def _add_backends(self, current: str) -> None:
+        """The backends, a runtime that is not installed listed but not selectable (with how to get it)."""
+        from lungview.inference.backends import installed
+
+        for key, label in BACKEND_ITEMS:
+            ready = key == "auto" or installed(key)
+            extra = "openvino" if key == "openvino" else "onnx"
+            self.backend.addItem(label if ready else f"{label}: not installed (pip install 'lungview[{extra}]')", key)
+            self.backend.model().item(self.backend.count() - 1).setEnabled(ready)
+        index = self.backend.findData(current)
+        self.backend.setCurrentIndex(index if index >= 0 and self.backend.model().item(index).isEnabled() else 0)
+
+    @property
+    def backend_choice(self) -> str:
+        return self.backend.currentData()
 
     def _save_and_rerun(self) -> None:
         self.rerun_requested = True

@@ -50,6 +50,7 @@ class Options:
     cls_model: str | None = None
     mal_model: str | None = None
     device: str = "auto"
+    backend: str | None = None  # auto, torch, onnxruntime, openvino; None: the one saved in Models…, else auto
     detect: bool = True
     interactive: bool = True  # dialogs (series picker, errors); off for --screenshot and tests
     demo_models: bool = False  # --demo: the shipped demo models, whatever the user directory holds
@@ -230,20 +231,23 @@ class MainWindow(TrainingMixin, WorkspaceMixin, PaintMixin, ReviewMixin, Opening
         view.setVisible(True)
 
     def _update_device_badge(self):
+        from lungview.inference.backends import describe, resolve_backend
         from lungview.inference.device import resolve_device
 
         try:
             info = resolve_device(self.options.device)
+            runtime = describe(resolve_backend(self.backend_choice(), info))
         except Exception as exc:  # noqa: BLE001
             self.badge.setText(f"device error: {exc}")
             return
         if info.is_cpu:
-            self.badge.setText(f"⚠ {info.name}")
-            self.badge.setToolTip("No GPU: detection runs on the CPU (slower)")
+            self.badge.setText(f"⚠ {info.name} · {runtime}")
+            self.badge.setToolTip(f"No GPU: detection runs on the CPU (slower), the networks in {runtime} "
+                                  "(Detect → Models… chooses)")
             self.badge.setStyleSheet("color: #ffb000; font-weight: bold;")
         else:
-            self.badge.setText(f"GPU: {info.name}")
-            self.badge.setToolTip("Detection runs on this GPU")
+            self.badge.setText(f"GPU: {info.name} · {runtime}")
+            self.badge.setToolTip(f"Detection runs on this GPU, the networks in {runtime}")
             self.badge.setStyleSheet("color: #60d060; font-weight: bold;")
 
     # -- status ------------------------------------------------------------------------
@@ -352,7 +356,8 @@ class MainWindow(TrainingMixin, WorkspaceMixin, PaintMixin, ReviewMixin, Opening
     def choose_models(self):
         """One dialog for the three roles; nothing changes unless the reader saves."""
         current = {key: self.settings.value(key, "") or None for _, key, _ in ROLES}
-        dialog = ModelsDialog(current, self, use_user_dir=not self.options.demo_models)
+        dialog = ModelsDialog(current, self, use_user_dir=not self.options.demo_models,
+                              backend=self.backend_choice())
         self.models_dialog = dialog
         dialog.accepted.connect(lambda: self._models_saved(dialog, dialog.rerun_requested))
         dialog.open()
@@ -361,6 +366,9 @@ class MainWindow(TrainingMixin, WorkspaceMixin, PaintMixin, ReviewMixin, Opening
     def _models_saved(self, dialog: ModelsDialog, rerun: bool):
         for _, key, _ in ROLES:
             self.settings.setValue(key, dialog.choices[key] or "")
+        self.settings.setValue("backend", dialog.backend_choice)
+        self.options.backend = None  # the saved choice from now on (over a --backend given at start)
+        self._update_device_badge()
         self.message.setText("models saved")
         if rerun:
             self.run_detection()
@@ -370,19 +378,25 @@ class MainWindow(TrainingMixin, WorkspaceMixin, PaintMixin, ReviewMixin, Opening
         if vol is None:
             return
         paths, device, user_dir = self.model_paths(), self.options.device, not self.options.demo_models
+        backend = self.backend_choice()
         for job_id, kind in list(self.jobs.items()):  # a newer request supersedes the queued and the running
             if kind == "detect":                        # detections (a training goes on; this one waits for it)
                 self.compute.cancel(job_id)
 
         def job(progress, cancel):
-            run, info, choices = self._pipeline_on_worker(paths, device, user_dir)
+            run, info, choices = self._pipeline_on_worker(paths, device, user_dir, backend)
             return vol, run(vol, progress, cancel), choices, info
 
         self.detect_job = self._submit(self.compute, "detect", "detection", job)
 
-    def _pipeline_on_worker(self, paths: dict, device: str, user_dir: bool):
+    def backend_choice(self) -> str:
+        return self.options.backend or self.settings.value("backend", "auto") or "auto"
+
+    def _pipeline_on_worker(self, paths: dict, device: str, user_dir: bool, backend: str = "auto"):
         """On the compute thread: (run(vol, progress, cancel) -> PipelineResult, the device, the
-        models' choices), the models loaded once and kept by that thread."""
+        models' choices), the models loaded once and kept by that thread (their exports, for
+        another backend, made on first use and compiled once)."""
+        from lungview.inference.backends import resolve_backend
         from lungview.inference.device import resolve_device
         from lungview.inference.pipeline import Pipeline
         from lungview.models.registry import ModelCache, resolve_models
@@ -392,7 +406,8 @@ class MainWindow(TrainingMixin, WorkspaceMixin, PaintMixin, ReviewMixin, Opening
         choices = resolve_models(paths["seg"], paths["cls"], paths["mal"], use_user_dir=user_dir)
         models = {r: self.model_cache.get(c.path, r) if c else None for r, c in choices.items()}
         info = resolve_device(device)
-        pipeline = Pipeline(models["segmentation"], models["nodule"], info, models["malignancy"])
+        pipeline = Pipeline(models["segmentation"], models["nodule"], info, models["malignancy"],
+                            backend=resolve_backend(backend, info))
 
         def run(vol, progress, cancel):
             self.pipeline_runs += 1
@@ -414,7 +429,8 @@ class MainWindow(TrainingMixin, WorkspaceMixin, PaintMixin, ReviewMixin, Opening
         self.state.set_findings(Findings(
             detections=result.detections, prob=result.prob, models=models,
             lung_small=None if lung is None else lung.small, lung_step=1 if lung is None else lung.step,
-            device=record["device"], demo_on_real_scan=demo and not is_phantom_uid(vol.series_uid)))
+            device=f"{record['device']} · {record['backend']}",
+            demo_on_real_scan=demo and not is_phantom_uid(vol.series_uid)))
         rerun = self.merge_detections(result.detections)
         self.save_detections(vol, record)
         for note in result.notes:

@@ -171,6 +171,7 @@ class WorkspaceMixin:
             self.message.setText("every scan of the workspace is detected already")
             return
         paths, device, user_dir = self.model_paths(), self.options.device, not self.options.demo_models
+        backend = self.backend_choice()
 
         def job(progress, cancel):
             from lungview.detect_io import scan_record
@@ -178,7 +179,7 @@ class WorkspaceMixin:
 
             from lungview.models.registry import origin_labels
 
-            run, info, choices = self._pipeline_on_worker(paths, device, user_dir)
+            run, info, choices = self._pipeline_on_worker(paths, device, user_dir, backend)
             demo = any(c is not None and c.origin == "demo" for c in choices.values())
             done, failed = [], []
             for k, e in enumerate(todo):

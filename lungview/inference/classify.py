@@ -37,29 +37,35 @@ def classifier_input(hu: np.ndarray, center_irc, card: ModelCard, margin: int = 
     return x
 
 
-def classify(vol: CtVolume, centers, model: torch.nn.Module, device: DeviceInfo,
+def _forward(model: torch.nn.Module, batch: np.ndarray, device: DeviceInfo) -> np.ndarray:
+    x = torch.from_numpy(batch)[:, None].to(device.device)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        with autocast_gpu(device):
+            _, probs = model(x)
+        return probs[:, 1].float().cpu().numpy()
+
+
+def classify(vol: CtVolume, centers, model, device: DeviceInfo,
              batch_size: int = 64, progress: ProgressCallback = no_progress,
              cancel: CancelToken | None = None, label: str = "classifying",
              card: ModelCard | None = None) -> np.ndarray:
     """Probability of class 1 (nodule, or malignant) for each centre; input as the model card
-    says (the book's when no card is given)."""
+    says (the book's when no card is given). `model`: the module, or its export run by another
+    runtime (inference.backends.ExportedNet)."""
     card = card or book_card("nodule", "book LunaModel")
     centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
     out = np.zeros(len(centers), dtype=np.float64)
-    # channels-last-3d: twice as fast for these small 3D convolutions on CPUs (measured).
-    model = model.to(device.device, memory_format=torch.channels_last_3d)
+    exported = not isinstance(model, torch.nn.Module)  # an export run by another runtime (inference.backends)
+    if not exported:  # channels-last-3d: twice as fast for these small 3D convolutions on CPUs (measured)
+        model = model.to(device.device, memory_format=torch.channels_last_3d)
     done = 0
     progress(0, len(centers), label)
     while done < len(centers):
         part = centers[done:done + batch_size]
         batch = np.stack([classifier_input(vol.hu, c, card) for c in part])
         try:  # moving the batch to the device can run out of memory too
-            x = torch.from_numpy(batch)[:, None].to(device.device)
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-            with torch.inference_mode():
-                with autocast_gpu(device):
-                    _, probs = model(x)
-                p = probs[:, 1].float().cpu().numpy()
+            p = model(batch[:, None])[:, 1] if exported else _forward(model, batch, device)
         except RuntimeError as exc:
             retry = smaller_batch(exc, device, batch_size)
             if retry is None:

@@ -1,4 +1,4 @@
-"""The detection pipeline: (resampling) -> lung mask -> segmentation -> grouping ->
+"""The detection pipeline: (export) -> (resampling) -> lung mask -> segmentation -> grouping ->
 classification -> malignancy -> measurement, with a timing per step, progress and cancellation.
 
 The models see the scan as their cards say they were trained (HU clip, context slices, crop
@@ -24,7 +24,7 @@ from lungview.inference.measure import blob_size, measure
 from lungview.inference.segmentation import segment
 from lungview.models.checkpoint import LoadedModel
 
-STEPS = ("resampling", "lung_mask", "segmentation", "grouping", "classification", "malignancy", "measurement")
+STEPS = ("export", "resampling", "lung_mask", "segmentation", "grouping", "classification", "malignancy", "measurement")
 INTERPOLATED_NOTE = "centred on an interpolated slice (no measured data there)"
 
 
@@ -39,6 +39,7 @@ class PipelineResult:
     prob: np.ndarray | None = None  # uint8 segmentation probabilities * 255, on the scan's own slices
     notes: list[str] = field(default_factory=list)
     model_spacing_mm: float | None = None  # the slice spacing the models saw, when resampled
+    backend: str = ""  # what ran the networks: "PyTorch 2.13.0+cpu", "OpenVINO 2026.4.1"
 
     def above(self, threshold: float) -> list[Detection]:
         return [d for d in self.detections if d.p_nodule >= threshold]
@@ -56,6 +57,20 @@ class Pipeline:
     # Candidates the classifier gives less than this are not measured in the scan (a sphere of
     # their segmentation blob stands in, size_source "segmentation"): most are vessel pieces.
     measure_min_p: float = 0.05
+    backend: str = "torch"  # resolved (inference.backends.resolve_backend): torch, onnxruntime, openvino
+
+    def _nets(self, progress: ProgressCallback, timings: dict) -> tuple:
+        """The networks to run: the modules, or their exports compiled by the backend (the export
+        made on first use, the compilation once per process: the "export" step's time; 0 after)."""
+        models = (self.seg, self.cls, self.mal)
+        if self.backend == "torch":
+            return tuple(m.module if m is not None else None for m in models)
+        from lungview.inference.backends import exported
+
+        t0 = time.perf_counter()
+        nets = tuple(exported(m, self.backend, self.device, progress) if m is not None else None for m in models)
+        timings["export"] = time.perf_counter() - t0
+        return nets
 
     def run(self, vol: CtVolume, progress: ProgressCallback = no_progress,
             cancel: CancelToken | None = None) -> PipelineResult:
@@ -72,6 +87,7 @@ class Pipeline:
             cancel.check()
             return out
 
+        seg_net, cls_net, mal_net = self._nets(progress, timings)
         models = [m for m in (self.seg, self.cls, self.mal) if m is not None]
         target = model_slice_spacing(vol.spacing_xyz[2], [m.card.slice_spacing_mm for m in models])
         work = vol
@@ -84,14 +100,14 @@ class Pipeline:
         if mask is not None and not mask.small.any():
             notes.append("no lungs found: segmented every slice")
             mask = None
-        seg = step("segmentation", lambda p: segment(work, self.seg.module, self.device, mask, self.seg_batch,
+        seg = step("segmentation", lambda p: segment(work, seg_net, self.device, mask, self.seg_batch,
                                                      p, cancel, self.seg.card))
         cands = step("grouping", lambda p: find_candidates(work, seg.prob, mask))
         work_centers = np.array([c.center_irc for c in cands]).reshape(-1, 3)
-        p_nod = step("classification", lambda p: classify(work, work_centers, self.cls.module, self.device,
+        p_nod = step("classification", lambda p: classify(work, work_centers, cls_net, self.device,
                                                          self.cls_batch, p, cancel, card=self.cls.card))
         if self.mal is not None:
-            p_mal = step("malignancy", lambda p: classify(work, work_centers, self.mal.module, self.device,
+            p_mal = step("malignancy", lambda p: classify(work, work_centers, mal_net, self.device,
                                                          self.cls_batch, p, cancel, "malignancy", self.mal.card))
             source = f"model: {self.mal.card.name}"
         else:
@@ -121,4 +137,7 @@ class Pipeline:
         prob = seg.prob if native is None else seg.prob[native]  # on the scan's own slices
         labels = {"segmentation": self.seg.label, "nodule": self.cls.label,
                   "malignancy": self.mal.label if self.mal else NO_MALIGNANCY}
-        return PipelineResult(detections, timings, self.device.name, labels, len(cands), lung, prob, notes, target)
+        from lungview.inference.backends import describe
+
+        return PipelineResult(detections, timings, self.device.name, labels, len(cands), lung, prob, notes, target,
+                              describe(self.backend))

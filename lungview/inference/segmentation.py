@@ -109,21 +109,36 @@ class _DeviceSlab:
         return torch.nn.functional.pad(x, self.pad) if any(self.pad) else x
 
 
-def segment(vol: CtVolume, model: torch.nn.Module, device: DeviceInfo, mask: LungMask | None = None,
+def _forward(net, dtype, batch: torch.Tensor, box, device: DeviceInfo) -> np.ndarray:
+    """The U-Net on a batch of slices: probabilities * 255 as uint8 over the box."""
+    r0, r1, c0, c1 = box
+    batch = batch.to(device.device, dtype or torch.float32, non_blocking=True)
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        with autocast(device) if dtype is None else contextlib.nullcontext():
+            out = net(batch)
+        values = (out[:, 0, : r1 - r0, : c1 - c0].float() * 255.0).round_()
+        return values.to(torch.uint8).cpu().numpy()
+
+
+def segment(vol: CtVolume, model, device: DeviceInfo, mask: LungMask | None = None,
             batch_size: int | None = None, progress: ProgressCallback = no_progress,
             cancel: CancelToken | None = None, card: ModelCard | None = None) -> Segmentation:
     """Run the segmentation model on every slice that holds lung (every slice without a mask).
     On a CPU each slice gets its own crop and goes through alone (its activations then stay in
     cache: the fastest way there); on a GPU all slices share the lungs' bounding box and go
-    through in batches of `batch_size` (default 32, halved on out-of-memory)."""
+    through in batches of `batch_size` (default 32, halved on out-of-memory). `model` may be an
+    export run by OpenVINO or ONNX Runtime on the CPU (inference.backends.ExportedNet): slice by
+    slice too (measured: 1.0 s against 1.6 s in the lungs' common box on LIDC-IDRI-0001)."""
     card = card or book_card("segmentation", "book UNetWrapper")
+    exported = not isinstance(model, torch.nn.Module)  # an export run by another runtime (inference.backends)
     per_slice = device.device.type == "cpu"
     batch_size = batch_size or (1 if per_slice else 32)
     multiple = getattr(model, "size_multiple", 4)
     prob = np.zeros(vol.shape, dtype=np.uint8)
     jobs = [(k, b) for k in range(vol.shape[0])
             if (b := _crop_bounds(mask, k, vol.shape, multiple, per_slice)) is not None]
-    net, dtype = inference_net(model, device)
+    net, dtype = (model, None) if exported else inference_net(model, device)
     # On a GPU every slice shares one box: the scan's part inside it goes to the device once
     # (int16) and the batches are cut there, instead of 7 float32 copies of each slice crossing.
     on_device = _DeviceSlab(vol.hu, jobs[0][1], multiple, card, device) if jobs and not per_slice else None
@@ -136,19 +151,15 @@ def segment(vol: CtVolume, model: torch.nn.Module, device: DeviceInfo, mask: Lun
                and jobs[done + len(group)][1] == group[0][1]):
             group.append(jobs[done + len(group)])
         box = group[0][1]
+        r0, r1, c0, c1 = box
+        ks = [k for k, _ in group]
         try:  # building the batch on the device can run out of memory too
-            if on_device is not None:
-                batch = on_device.batch([k for k, _ in group])
+            if exported:
+                out = net(np.stack([_input(vol.hu, k, box, multiple, card).numpy() for k in ks]))
+                values = np.rint(out[:, 0, : r1 - r0, : c1 - c0] * 255.0).astype(np.uint8)
             else:
-                batch = torch.stack([_input(vol.hu, k, box, multiple, card) for k, _ in group])
-            batch = batch.to(device.device, dtype or torch.float32, non_blocking=True)
-            batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                with autocast(device) if dtype is None else contextlib.nullcontext():
-                    out = net(batch)
-                r0, r1, c0, c1 = box
-                values = (out[:, 0, : r1 - r0, : c1 - c0].float() * 255.0).round_()
-                values = values.to(torch.uint8).cpu().numpy()
+                values = _forward(net, dtype, on_device.batch(ks) if on_device is not None else
+                                  torch.stack([_input(vol.hu, k, box, multiple, card) for k in ks]), box, device)
         except RuntimeError as exc:
             retry = smaller_batch(exc, device, batch_size)
             if retry is None:

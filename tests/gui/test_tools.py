@@ -262,3 +262,33 @@ def test_models_dialog_save_and_rerun(qtbot, make_window, gui_scan):
     with qtbot.waitSignal(w.detection_done, timeout=120000) as sig:
         qtbot.mouseClick(dialog.rerun_button, Qt.LeftButton)
     assert sig.args == [True] and not dialog.isVisible() and w.state.findings.detections
+
+
+def test_models_dialog_backend_choice_runs_detection_in_it(qtbot, make_window, gui_scan, monkeypatch):
+    """The backend picked in Models… with the keyboard is saved, shown in the device badge and in
+    the findings panel, and runs the re-run detection; a runtime that is not installed is listed,
+    with how to install it, but cannot be picked."""
+    path, _ = gui_scan
+    w = make_window(detect=False, demo_models=True, backend="torch")
+    _open(qtbot, w, path)
+    assert "PyTorch" in w.badge.text() and "OpenVINO" not in w.badge.text()
+    w.choose_models()
+    combo = w.models_dialog.backend
+    assert combo.currentData() == "torch"
+    combo.setFocus()
+    qtbot.keyClick(combo, Qt.Key_End)  # the last entry: OpenVINO
+    assert combo.currentData() == "openvino"
+    with qtbot.waitSignal(w.detection_done, timeout=120000) as sig:
+        qtbot.mouseClick(w.models_dialog.rerun_button, Qt.LeftButton)
+    assert sig.args == [True] and w.state.findings.detections
+    assert w.settings.value("backend") == "openvino" and "OpenVINO" in w.badge.text()
+    assert "OpenVINO" in w.panel.summary.text()  # what ran this detection
+    from lungview.inference import backends
+
+    monkeypatch.setattr(backends, "installed", lambda name: name == "torch")
+    w.choose_models()
+    combo = w.models_dialog.backend
+    last = combo.count() - 1
+    assert "not installed (pip install 'lungview[openvino]')" in combo.itemText(last)
+    assert not combo.model().item(last).isEnabled() and combo.currentData() == "auto"  # the saved one is gone
+    qtbot.mouseClick(w.models_dialog.cancel_button, Qt.LeftButton)

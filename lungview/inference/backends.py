@@ -1,0 +1,128 @@
+"""Inference backends on the CPU: the models exported to ONNX (models.export) and run by OpenVINO
+or ONNX Runtime instead of PyTorch, the book's chapter 15 route to deployment.
+
+`auto` takes OpenVINO where it is installed and the device is the CPU (the fastest of the three on
+CPUs, measured by scripts/bench_detect.py), else PyTorch. Both runtimes are optional extras
+(`pip install 'lungview[openvino]'`, `'lungview[onnx]'`), never required; on GPUs PyTorch runs.
+The export is made on first use (on the worker that runs detection) into the user data folder's
+cache/exports, named by the checkpoint's digest: a retrained checkpoint gets a new export, never
+a stale one. Each model runs at the precision PyTorch would give it here: the U-Net in bf16 where
+the CPU has native bf16 (OpenVINO; ONNX Runtime runs fp32), the classifiers in fp32.
+
+Plain Python (no Qt).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lungview.core import LungViewError
+from lungview.core.jobs import ProgressCallback, no_progress
+from lungview.inference.device import DeviceInfo
+from lungview.models.checkpoint import LoadedModel
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+LABELS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+_COMPILED: dict[tuple, "ExportedNet"] = {}
+_LOCK = threading.Lock()
+
+
+def installed(backend: str) -> bool:
+    """Whether a backend's runtime (and the onnx package its export needs) can be imported."""
+    if backend == "torch":
+        return True
+    return importlib.util.find_spec(backend) is not None and importlib.util.find_spec("onnx") is not None
+
+
+def resolve_backend(choice: str | None, device: DeviceInfo) -> str:
+    """The backend to run: `auto` is OpenVINO on the CPU when installed, else PyTorch; an explicit
+    runtime that is missing, or asked for on a GPU, is a one-line error."""
+    choice = (choice or "auto").lower()
+    if choice not in BACKENDS:
+        raise LungViewError(f"unknown backend {choice!r}; choose from {', '.join(BACKENDS)}")
+    if choice == "auto":
+        return "openvino" if device.is_cpu and installed("openvino") else "torch"
+    if choice != "torch":
+        if not device.is_cpu:
+            raise LungViewError(f"the {choice} backend runs on the CPU, not on {device.name}: use --backend torch "
+                                "(or auto) there")
+        if not installed(choice):
+            extra = "openvino" if choice == "openvino" else "onnx"
+            raise LungViewError(f"{LABELS[choice]} is not installed: pip install 'lungview[{extra}]' "
+                                "(or --backend torch)")
+    return choice
+
+
+def describe(backend: str) -> str:
+    """'OpenVINO 2026.4.1' / 'PyTorch 2.13.0+cpu': what runs the networks, for outputs and badges
+    (from the installed package's metadata: importing a runtime starts its threads)."""
+    if backend == "torch":
+        return f"PyTorch {torch.__version__}"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{LABELS[backend]} {version(backend).split('-')[0]}"
+    except PackageNotFoundError:
+        return LABELS[backend]
+
+
+def export_path(model: LoadedModel) -> Path:
+    from lungview.models.registry import user_data_dir
+
+    return user_data_dir() / "cache" / "exports" / f"{model.card.role}-{model.sha256[:16]}.onnx"
+
+
+class ExportedNet:
+    """A model's ONNX export compiled by a runtime: called with a float32 numpy batch, it gives
+    the probabilities the module gives (the U-Net's map, the classifier's class probabilities)."""
+
+    def __init__(self, path: Path, backend: str, bf16: bool, threads: int, size_multiple: int):
+        self.path, self.backend, self.size_multiple = path, backend, size_multiple
+        self.precision = "bf16" if bf16 else "fp32"
+        if backend == "onnxruntime":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            self._run = lambda x: session.run(None, {name: x})[-1]
+        else:
+            import openvino as ov
+
+            config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "INFERENCE_NUM_THREADS": threads,
+                      "PERFORMANCE_HINT": "LATENCY"}
+            compiled = ov.Core().compile_model(str(path), "CPU", config)
+            last = compiled.outputs[-1]
+            self._run = lambda x: compiled(x)[last]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._run(np.ascontiguousarray(x, dtype=np.float32)))
+
+
+def exported(model: LoadedModel, backend: str, device: DeviceInfo,
+             progress: ProgressCallback = no_progress) -> ExportedNet:
+    """`model` ready to run on `backend`: exported on first use (progress says so), compiled once
+    per process and precision."""
+    from lungview.models.export import write_onnx
+
+    bf16 = device.bf16 and backend == "openvino" and model.card.role == "segmentation"
+    path = export_path(model)
+    threads = torch.get_num_threads()
+    key = (str(path), backend, bf16, threads)
+    with _LOCK:
+        net = _COMPILED.get(key)
+    if net is not None and path.exists():
+        return net
+    if not path.exists():
+        progress(0, 1, f"exporting the {model.card.role} model for {LABELS[backend]} (once)")
+        write_onnx(model, path)
+    net = ExportedNet(path, backend, bf16, threads, getattr(model.module, "size_multiple", 4))
+    with _LOCK:
+        _COMPILED[key] = net
+    return net
