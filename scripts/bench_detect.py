@@ -128,6 +128,30 @@ def cold(args, side: str) -> float:
     return float(json.loads(out.strip().splitlines()[-1])["total"])
 
 
+def _bf16_classifier(vol, info, repeat: int) -> None:
+    """Why OpenVINO runs the classifiers in fp32: its bf16 classifier on the same candidates, time and
+    the largest change in p_nodule."""
+    from lungview.inference.backends import ExportedNet, export_path
+    from lungview.inference.classify import classify
+
+    cls = load_checkpoint(CLS, "nodule")
+    centres = np.array([d.center_irc for d in Pipeline(load_checkpoint(SEG, "segmentation"), cls, info,
+                                                       backend="openvino").run(vol).detections])
+    p, times = {}, {}
+    for bf16 in (False, True):
+        net = ExportedNet(export_path(cls), "openvino", bf16, torch.get_num_threads(), 4)
+        classify(vol, centres, net, info, card=cls.card)  # warm-up
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            p[bf16] = classify(vol, centres, net, info, card=cls.card)
+            runs.append(time.perf_counter() - t0)
+        times[bf16] = runs
+    print(f"OpenVINO classifier on these {len(centres)} candidates: fp32 {_summary(times[False]).strip()} s, "
+          f"bf16 {_summary(times[True]).strip()} s, bf16 moves p_nodule by up to "
+          f"{np.abs(p[True] - p[False]).max():.3f}")
+
+
 def _versions() -> str:
     from lungview.inference.backends import LABELS, describe, installed
 
@@ -176,6 +200,8 @@ def main() -> int:
               f"({min(ratios):.1f}-{max(ratios):.1f}x)")
     print(f"{'candidates':16}" + "".join(f"{runs[n][0][1]:>{width}d}" for n in names))
     print(f"{'p_nodule > 0.5':16}" + "".join(f"{runs[n][0][2]:>{width}d}" for n in names))
+    if "lungview OpenVINO" in sides and info.bf16:
+        _bf16_classifier(vol, info, args.repeat)
     if args.cold:
         firsts = {name: [] for name in names}
         for _ in range(args.cold):

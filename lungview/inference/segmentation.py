@@ -129,7 +129,8 @@ def segment(vol: CtVolume, model, device: DeviceInfo, mask: LungMask | None = No
     cache: the fastest way there); on a GPU all slices share the lungs' bounding box and go
     through in batches of `batch_size` (default 32, halved on out-of-memory). `model` may be an
     export run by OpenVINO or ONNX Runtime on the CPU (inference.backends.ExportedNet): slice by
-    slice too (measured: 1.0 s against 1.6 s in the lungs' common box on LIDC-IDRI-0001)."""
+    slice too (the lungs' common box holds 1.6 times the pixels on LIDC-IDRI-0001, and a runtime
+    takes about as long a pixel either way)."""
     card = card or book_card("segmentation", "book UNetWrapper")
     exported = not isinstance(model, torch.nn.Module)  # an export run by another runtime (inference.backends)
     per_slice = device.device.type == "cpu"
