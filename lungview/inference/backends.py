@@ -119,10 +119,21 @@ def exported(model: LoadedModel, backend: str, device: DeviceInfo,
         net = _COMPILED.get(key)
     if net is not None and path.exists():
         return net
-    if not path.exists():
-        progress(0, 1, f"exporting the {model.card.role} model for {LABELS[backend]} (once)")
-        write_onnx(model, path)
-    net = ExportedNet(path, backend, bf16, threads, getattr(model.module, "size_multiple", 4))
+    for attempt in range(2):  # a cached export the runtime cannot read is made again, once
+        made = not path.exists()
+        if made:
+            progress(0, 1, f"exporting the {model.card.role} model for {LABELS[backend]} (once)")
+            write_onnx(model, path)
+        try:
+            net = ExportedNet(path, backend, bf16, threads, getattr(model.module, "size_multiple", 4))
+            break
+        except (ImportError, RuntimeError, OSError, ValueError) as exc:  # a broken install, a damaged file
+            if not made:
+                path.unlink(missing_ok=True)
+                continue
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise LungViewError(f"{path}: {LABELS[backend]} cannot run it ({first}); --backend torch runs "
+                                "PyTorch instead") from None
     with _LOCK:
         _COMPILED[key] = net
     return net

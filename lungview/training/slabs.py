@@ -7,7 +7,7 @@ pixels each way), HU as the model sees it (the scan resampled along z where the 
 to the card's range, int16) and beside it the target (the mask on the scan's own slice). Each
 training step draws a new slice and shift per example, as the book's TrainingLuna2dSegmentationDataset
 draws a 64 crop of its cached 96 one; a drawn crop is exactly what inference's segmentation_input
-cuts from the scan at that slice and box. Slabs are held in memory for a workspace's few scans and
+cuts from the scan at that slice and box (to the whole HU where the scan was resampled along z). Slabs are held in memory for a workspace's few scans and
 kept per scan in the crop cache (training.cache) for LUNA16.
 
 Plain Python (no Qt).

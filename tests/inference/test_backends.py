@@ -79,7 +79,7 @@ def test_each_backend_finds_what_pytorch_finds_on_a_phantom(small_phantom):
         assert np.abs(got.prob.astype(int) - ref.prob).max() <= 1  # the U-Net's map, in 1/255 steps
 
 
-def test_the_export_is_made_once_per_checkpoint_digest(tmp_path):
+def test_the_export_is_made_once_per_checkpoint_digest(tmp_path, monkeypatch):
     models = resolve_models(use_user_dir=False)
     cls = load_checkpoint(models["nodule"].path, "nodule")
     net = exported(cls, "onnxruntime", CPU)
@@ -100,6 +100,23 @@ def test_the_export_is_made_once_per_checkpoint_digest(tmp_path):
     with torch.inference_mode():
         want = retrained.module(torch.from_numpy(x))[1].numpy()
     assert np.allclose(other(x), want, atol=1e-5) and not np.allclose(net(x), want, atol=1e-3)
+    # a damaged export in the cache (in another process: nothing compiled yet) is made again, once
+    backends._COMPILED.clear()
+    export_path(retrained).write_bytes(b"not an onnx file")
+    messages = []
+    again = exported(retrained, "openvino", CPU, lambda d, t, m: messages.append(m))
+    assert np.allclose(again(x), want, atol=1e-5) and messages == ["exporting the nodule model for OpenVINO (once)"]
+    # a runtime that cannot run even a fresh export: one line that names the file and the way out
+    backends._COMPILED.clear()
+
+    class Broken:
+        def __init__(self, *a):
+            raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:112:\nno CPU plugin")
+
+    monkeypatch.setattr(backends, "ExportedNet", Broken)
+    with pytest.raises(LungViewError, match=r"OpenVINO cannot run it \(Exception from .*core.cpp:112:\); "
+                                            r"--backend torch runs PyTorch instead"):
+        exported(retrained, "openvino", CPU)
 
 
 @pytest.mark.slow
