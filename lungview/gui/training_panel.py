@@ -259,7 +259,7 @@ class TrainingMixin:
         if not getattr(self, "_training_connected", False):  # (the workers exist once the menus are built)
             self.compute.job_progress.connect(self._training_progress)
             self._training_connected = True
-        panel.started(device.name)
+        panel.started(f"{device.name} · PyTorch")  # training runs in PyTorch whatever runs detection
         self.train_job = self._submit(self.compute, "train", f"training the {role} model", job)
         self.job_done[self.train_job] = self._trained
         self.message.setText(f"training the {role} model on {device.name}; detection asked for now waits "

@@ -28,6 +28,7 @@ def test_start_curves_result_and_use(qtbot, training):
     panel.epochs.setValue(2)
     qtbot.mouseClick(panel.start, Qt.LeftButton)
     assert not panel.start.isEnabled() and panel.stop.isEnabled() and panel.device.text().startswith("CPU")
+    assert "PyTorch" in panel.device.text()  # whatever runs detection: training is PyTorch
     qtbot.waitUntil(lambda: len(panel.history) >= 1, timeout=120000)  # the curves grow while it trains
     assert len(panel.loss_curve.getData()[0]) >= 1
     qtbot.waitUntil(lambda: w.train_job is None, timeout=120000)
