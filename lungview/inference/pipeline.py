@@ -53,7 +53,7 @@ class Pipeline:
     mal: LoadedModel | None = None
     use_lung_mask: bool = True
     seg_batch: int | None = None  # default: 1 on CPUs, 32 on GPUs
-    cls_batch: int = 64
+    cls_batch: int | None = None  # default: 4 for PyTorch on a CPU (its activations stay in cache), else 64
     # Candidates the classifier gives less than this are not measured in the scan (a sphere of
     # their segmentation blob stands in, size_source "segmentation"): most are vessel pieces.
     measure_min_p: float = 0.05
@@ -88,6 +88,7 @@ class Pipeline:
             return out
 
         seg_net, cls_net, mal_net = self._nets(progress, timings)
+        cls_batch = self.cls_batch or (4 if self.device.is_cpu and self.backend == "torch" else 64)
         models = [m for m in (self.seg, self.cls, self.mal) if m is not None]
         target = model_slice_spacing(vol.spacing_xyz[2], [m.card.slice_spacing_mm for m in models])
         work = vol
@@ -105,10 +106,10 @@ class Pipeline:
         cands = step("grouping", lambda p: find_candidates(work, seg.prob, mask))
         work_centers = np.array([c.center_irc for c in cands]).reshape(-1, 3)
         p_nod = step("classification", lambda p: classify(work, work_centers, cls_net, self.device,
-                                                         self.cls_batch, p, cancel, card=self.cls.card))
+                                                         cls_batch, p, cancel, card=self.cls.card))
         if self.mal is not None:
             p_mal = step("malignancy", lambda p: classify(work, work_centers, mal_net, self.device,
-                                                         self.cls_batch, p, cancel, "malignancy", self.mal.card))
+                                                         cls_batch, p, cancel, "malignancy", self.mal.card))
             source = f"model: {self.mal.card.name}"
         else:
             p_mal, source = [None] * len(cands), NO_MALIGNANCY
