@@ -74,6 +74,7 @@ def main() -> int:
     for workers in (1, 2):
         runs = []
         for r in range(args.runs):
+            shutil.rmtree(out / f"cache-{workers}-{r}", ignore_errors=True)  # a fresh cache (--out may hold one)
             cache = crop_cache(out / f"cache-{workers}-{r}", card, margin=2)
             t0 = time.perf_counter()
             report = cache.build(examples, lambda u: luna.scans[u], card, workers=workers)
@@ -112,6 +113,7 @@ def main() -> int:
     masks = Luna16Masks(luna.annotations)
     runs = []
     for r in range(args.runs):
+        shutil.rmtree(out / f"slabs-{r}", ignore_errors=True)
         slabs = slab_cache(out / f"slabs-{r}", seg_card)
         t0 = time.perf_counter()
         report = slabs.build(seg_examples, lambda u: luna.scans[u], seg_card, masks, workers=2)
@@ -133,6 +135,7 @@ def main() -> int:
     # training and detection in 1 and 2 processes (torchrun through --nproc: both sides launched alike)
     scans = sorted(str(p) for p in luna.scans.values())
     for nproc in (int(n) for n in args.nproc.split(",")):
+        shutil.rmtree(out / f"home-{nproc}", ignore_errors=True)  # the demo models as parents, no exports made yet
         env = {**os.environ, "LUNGVIEW_HOME": str(out / f"home-{nproc}"), "OMP_NUM_THREADS": str(THREADS // nproc)}
         t0 = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "lungview", "train", "--luna16", str(root), "--role", "nodule",

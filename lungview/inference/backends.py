@@ -95,8 +95,9 @@ class ExportedNet:
         else:
             import openvino as ov
 
+            # no pinning: processes of `detect --nproc` would each pin their threads to the same first cores
             config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "INFERENCE_NUM_THREADS": threads,
-                      "PERFORMANCE_HINT": "LATENCY"}
+                      "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
             compiled = ov.Core().compile_model(str(path), "CPU", config)
             last = compiled.outputs[-1]
             self._run = lambda x: compiled(x)[last]
