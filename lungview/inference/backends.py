@@ -15,6 +15,7 @@ Plain Python (no Qt).
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from pathlib import Path
 
@@ -95,9 +96,10 @@ class ExportedNet:
         else:
             import openvino as ov
 
-            # no pinning: processes of `detect --nproc` would each pin their threads to the same first cores
+            # threads pinned to cores only in a process that has every core: the processes of `detect --nproc`
+            # would each pin theirs to the same first cores (measured: 19.8 scans/min in 2 processes, 28.0 in 1)
             config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "INFERENCE_NUM_THREADS": threads,
-                      "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+                      "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": threads >= (os.cpu_count() or 1)}
             compiled = ov.Core().compile_model(str(path), "CPU", config)
             last = compiled.outputs[-1]
             self._run = lambda x: compiled(x)[last]
