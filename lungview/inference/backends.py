@@ -1,8 +1,9 @@
 """Inference backends on the CPU: the models exported to ONNX (models.export) and run by OpenVINO
 or ONNX Runtime instead of PyTorch, the book's chapter 15 route to deployment.
 
-`auto` takes OpenVINO where it is installed and the device is the CPU (the fastest of the three on
-CPUs, measured by scripts/bench_detect.py), else PyTorch. Both runtimes are optional extras
+`auto` takes OpenVINO where it is installed and the device is the CPU (the fastest of the three in a
+warm process on the project's CPU; PyTorch is as fast on a single cold scan: scripts/bench_detect.py),
+else PyTorch. Both runtimes are optional extras
 (`pip install 'lungview[openvino]'`, `'lungview[onnx]'`), never required; on GPUs PyTorch runs.
 The export is made on first use (on the worker that runs detection) into the user data folder's
 cache/exports, named by the checkpoint's digest: a retrained checkpoint gets a new export, never
@@ -29,6 +30,7 @@ from lungview.models.checkpoint import LoadedModel
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 LABELS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+KEEP_COMPILED = 8  # compiled networks kept per process
 _COMPILED: dict[tuple, "ExportedNet"] = {}
 _LOCK = threading.Lock()
 
@@ -122,7 +124,7 @@ def exported(model: LoadedModel, backend: str, device: DeviceInfo,
         net = _COMPILED.get(key)
     if net is not None and path.exists():
         return net
-    for attempt in range(2):  # a cached export the runtime cannot read is made again, once
+    for _ in range(2):  # a cached export the runtime cannot read is made again, once
         made = not path.exists()
         if made:
             progress(0, 1, f"exporting the {model.card.role} model for {LABELS[backend]} (once)")
@@ -139,4 +141,6 @@ def exported(model: LoadedModel, backend: str, device: DeviceInfo,
                                 "PyTorch instead") from None
     with _LOCK:
         _COMPILED[key] = net
+        while len(_COMPILED) > KEEP_COMPILED:  # a long session's retrained models: the oldest go
+            _COMPILED.pop(next(iter(_COMPILED)))
     return net
