@@ -129,3 +129,28 @@ def test_detect_split_over_two_processes_equals_one(tmp_path, capsys):
         for da, db in zip(a["detections"], b["detections"]):
             assert da["center_xyz"] == pytest.approx(db["center_xyz"], abs=1e-6)
             assert da["p_nodule"] == pytest.approx(db["p_nodule"], abs=1e-6)
+
+
+def test_detect_backend_option_names_what_ran(scan_dir, tmp_path, capsys, monkeypatch):
+    """`--backend` picks the runtime and the output says which ran (the default, auto, is OpenVINO on
+    a CPU where it is installed); a runtime that is missing, or one asked for on a GPU, is one line."""
+    monkeypatch.setenv("LUNGVIEW_HOME", str(tmp_path / "home"))
+    path, _ = scan_dir
+    runs = {}
+    for backend in ("torch", "onnxruntime", "auto"):
+        assert main(["detect", str(path), "--device", "cpu", "--precision", "fp32", "--backend", backend,
+                     "--json"]) == 0
+        (scan,) = json.loads(capsys.readouterr().out)["scans"]
+        runs[backend] = scan
+    assert runs["torch"]["backend"].startswith("PyTorch") and runs["torch"]["timings_s"]["export"] == 0
+    assert runs["onnxruntime"]["backend"].startswith("ONNX Runtime")
+    assert runs["auto"]["backend"].startswith("OpenVINO")
+    assert len({len(s["detections"]) for s in runs.values()}) == 1  # fp32: the same findings on each
+    assert main(["detect", str(path), "--device", "cpu"]) == 0  # the text output names it too
+    assert "networks run by OpenVINO" in capsys.readouterr().out
+    from lungview.inference import backends
+
+    monkeypatch.setattr(backends, "installed", lambda name: name == "torch")
+    assert main(["detect", str(path), "--device", "cpu", "--backend", "openvino"]) == 2
+    err = capsys.readouterr().err
+    assert "OpenVINO is not installed: pip install 'lungview[openvino]'" in err and err.count("\n") == 1
