@@ -131,7 +131,8 @@ def cold(args, side: str) -> float:
 def _bf16_classifier(vol, info, repeat: int) -> None:
     """Why OpenVINO runs the classifiers in fp32: its bf16 classifier on the same candidates, time and
     the largest change in p_nodule."""
-    from lungview.inference.backends import ExportedNet, export_path
+    from lungview.inference.backends import export_path
+    from lungview.models.export import ExportedNet
     from lungview.inference.classify import classify
 
     cls = load_checkpoint(CLS, "nodule")

@@ -85,11 +85,11 @@ class ModelsDialog(QDialog):
     def _add_backends(self, current: str) -> None:
         """The backends, a runtime that is not installed listed but not selectable (with how to get it)."""
         from lungview.inference.backends import installed
+        from lungview.models.export import install_hint
 
         for key, label in BACKEND_ITEMS:
             ready = key == "auto" or installed(key)
-            extra = "openvino" if key == "openvino" else "onnx"
-            self.backend.addItem(label if ready else f"{label}: not installed (pip install 'lungview[{extra}]')", key)
+            self.backend.addItem(label if ready else f"{label}: not installed ({install_hint(key)})", key)
             self.backend.model().item(self.backend.count() - 1).setEnabled(ready)
         index = self.backend.findData(current)
         self.backend.setCurrentIndex(index if index >= 0 and self.backend.model().item(index).isEnabled() else 0)

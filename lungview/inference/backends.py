@@ -16,17 +16,16 @@ Plain Python (no Qt).
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from lungview.core import LungViewError
 from lungview.core.jobs import ProgressCallback, no_progress
 from lungview.inference.device import DeviceInfo
 from lungview.models.checkpoint import LoadedModel
+from lungview.models.export import ExportedNet, install_hint, write_onnx
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 LABELS = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
@@ -55,9 +54,7 @@ def resolve_backend(choice: str | None, device: DeviceInfo) -> str:
             raise LungViewError(f"the {choice} backend runs on the CPU, not on {device.name}: use --backend torch "
                                 "(or auto) there")
         if not installed(choice):
-            extra = "openvino" if choice == "openvino" else "onnx"
-            raise LungViewError(f"{LABELS[choice]} is not installed: pip install 'lungview[{extra}]' "
-                                "(or --backend torch)")
+            raise LungViewError(f"{LABELS[choice]} is not installed: {install_hint(choice)} (or --backend torch)")
     return choice
 
 
@@ -80,42 +77,10 @@ def export_path(model: LoadedModel) -> Path:
     return user_data_dir() / "cache" / "exports" / f"{model.card.role}-{model.sha256[:16]}.onnx"
 
 
-class ExportedNet:
-    """A model's ONNX export compiled by a runtime: called with a float32 numpy batch, it gives
-    the probabilities the module gives (the U-Net's map, the classifier's class probabilities)."""
-
-    def __init__(self, path: Path, backend: str, bf16: bool, threads: int, size_multiple: int):
-        self.path, self.backend, self.size_multiple = path, backend, size_multiple
-        self.precision = "bf16" if bf16 else "fp32"
-        if backend == "onnxruntime":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            name = session.get_inputs()[0].name
-            self._run = lambda x: session.run(None, {name: x})[-1]
-        else:
-            import openvino as ov
-
-            # threads pinned to cores only in a process that has every core: the processes of `detect --nproc`
-            # would each pin theirs to the same first cores (measured: 19.8 scans/min in 2 processes, 28.0 in 1)
-            config = {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32", "INFERENCE_NUM_THREADS": threads,
-                      "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": threads >= (os.cpu_count() or 1)}
-            compiled = ov.Core().compile_model(str(path), "CPU", config)
-            last = compiled.outputs[-1]
-            self._run = lambda x: compiled(x)[last]
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._run(np.ascontiguousarray(x, dtype=np.float32)))
-
-
 def exported(model: LoadedModel, backend: str, device: DeviceInfo,
              progress: ProgressCallback = no_progress) -> ExportedNet:
     """`model` ready to run on `backend`: exported on first use (progress says so), compiled once
     per process and precision."""
-    from lungview.models.export import write_onnx
-
     bf16 = device.bf16 and backend == "openvino" and model.card.role == "segmentation"
     path = export_path(model)
     threads = torch.get_num_threads()

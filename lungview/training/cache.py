@@ -36,14 +36,18 @@ from lungview.core import LungViewError
 from lungview.core.atomic import atomic_path
 from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
 from lungview.training.examples import Example
+from lungview.training.slabs import WINDOW, Part, SlabStore, by_scan, part_of_scan
 
 CACHE_VERSION = 1
 
 
 def spec_key(card, margin: int) -> str:
     """The input spec the crops depend on, as a short hash (the cache folder's name)."""
-    spec = {"version": CACHE_VERSION, "crop": list(card.crop), "hu_clip": list(card.hu_clip),
-            "slice_spacing_mm": list(card.slice_spacing_mm), "margin": int(margin)}
+    return _spec_hash({"version": CACHE_VERSION, "crop": list(card.crop), "hu_clip": list(card.hu_clip),
+                       "slice_spacing_mm": list(card.slice_spacing_mm), "margin": int(margin)})
+
+
+def _spec_hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -127,11 +131,8 @@ class CropCache:
     def store(self, examples: list[Example], margin: int = 0) -> CropStore:
         """The crops of `examples` (grouped by scan in their order, as built), `margin` voxels
         around the card's crop."""
-        by_scan: dict[str, list[Example]] = {}
-        for e in examples:
-            by_scan.setdefault(e.scan, []).append(e)
         files, counts, ordered = [], [], []
-        for uid, ex in by_scan.items():
+        for uid, ex in by_scan(examples).items():
             f = self.file_for(uid, ex)
             if not f.exists():
                 raise LungViewError(f"{f}: not in the crop cache (build it first)")
@@ -139,7 +140,6 @@ class CropCache:
             counts.append(len(ex))
             ordered += ex
         return CropStore(files, counts, ordered, self.margin, margin)
-
 
     def crops(self, examples: list[Example], margin: int = 0) -> tuple[CropStore, np.ndarray]:
         """(crops, labels) as training.finetune asks for them."""
@@ -186,7 +186,6 @@ def _cut_slabs(job) -> tuple[str, int]:
     file, renamed into place last, marks the scan done)."""
     uid, path, examples, card, masks_of, out = job
     from lungview.io import open_volume
-    from lungview.training.slabs import part_of_scan
 
     part = part_of_scan(open_volume(path, series=uid), uid, examples, masks_of, card)
     for target, array in ((_sidecar(out), np.concatenate([part.index, part.labels[:, None]], axis=1)),
@@ -218,8 +217,6 @@ class SlabCache:
 
     def slabs(self, examples: list[Example], context: int):
         """The SlabStore of `examples` (grouped by scan in their order, as built), memory-mapped."""
-        from lungview.training.slabs import Part, SlabStore, by_scan
-
         parts = []
         for uid, ex in by_scan(examples).items():
             f = self.file_for(uid, ex)
@@ -234,13 +231,12 @@ def slab_cache(folder: str | os.PathLike, card) -> SlabCache:
     """The U-Net slab cache for `card`'s input spec under `folder`. Its targets are masks grown by
     this version of LungView (LUNA16 has none of its own), so the version is part of the spec."""
     from lungview import __version__
-    from lungview.training.slabs import WINDOW
 
     spec = {"version": CACHE_VERSION, "unet": {"context": int(card.context), "window": WINDOW,
                                                "hu_clip": list(card.hu_clip),
                                                "slice_spacing_mm": list(card.slice_spacing_mm)},
             "masks": __version__}
-    return SlabCache(Path(folder) / hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16])
+    return SlabCache(Path(folder) / _spec_hash(spec))
 
 
 def crop_cache(folder: str | os.PathLike, card, margin: int) -> CropCache:

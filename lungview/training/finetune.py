@@ -217,13 +217,16 @@ def _trainable(model: torch.nn.Module, role: str):
 
 
 def _epochs(model: torch.nn.Module, frozen: list, opt, steps: int, s: "Settings", step_loss, validate,
-            progress: ProgressCallback, cancel: CancelToken | None, on_epoch, start: int = 0,
-            history: list[dict] | None = None, after_epoch=None) -> list[dict]:
+            progress: ProgressCallback, cancel: CancelToken | None, on_epoch, state: "RunState | None" = None,
+            rng: np.random.Generator | None = None) -> list[dict]:
     """The training loop both recipes share: per epoch `steps` optimizer steps on `step_loss()`
     (frozen modules and every batch norm in eval mode), progress and cancellation after each,
-    then `validate(model)` (None: no validation), `on_epoch(record)` and `after_epoch(epochs done,
-    history)`. From epoch `start` on, after `history` (a resumed run)."""
-    history = list(history or [])
+    then `validate(model)` (None: no validation) and `on_epoch(record)`. With `state`, the run
+    first continues from its last finished epoch (weights, optimizer, `rng`, curves) and keeps
+    them after each epoch."""
+    module = getattr(model, "module", model)  # (the model itself under DistributedDataParallel)
+    start, history = state.restore(module, opt, rng) if state else (0, [])
+    history = list(history)
     total = s.epochs * steps
     for epoch in range(start, s.epochs):
         model.train()
@@ -246,8 +249,8 @@ def _epochs(model: torch.nn.Module, frozen: list, opt, steps: int, s: "Settings"
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if after_epoch is not None:
-            after_epoch(epoch + 1, history)
+        if state is not None:
+            state.save(epoch + 1, module, opt, rng, history)
     return history
 
 
@@ -321,9 +324,7 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
             logits, _ = net(x)
         return F.cross_entropy(logits.float(), y)
 
-    start, done = state.restore(model, opt, rng) if state else (0, [])
-    history = _epochs(net, frozen, opt, steps, s, step_loss, validate, progress, cancel, on_epoch, start, done,
-                      (lambda e, h: state.save(e, model, opt, rng, h)) if state else None)
+    history = _epochs(net, frozen, opt, steps, s, step_loss, validate, progress, cancel, on_epoch, state, rng)
     return _result(model, history, before, data, s, t0)
 
 
@@ -387,7 +388,5 @@ def _finetune_segmentation(data: TrainingData, parent: LoadedModel, open_scan, d
             pred = net(x[share])
         return dice_bce_loss(pred, y[share], batch_sum)
 
-    start, done = state.restore(model, opt, rng) if state else (0, [])
-    history = _epochs(net, [], opt, steps, s, step_loss, validate, progress, cancel, on_epoch, start, done,
-                      (lambda e, h: state.save(e, model, opt, rng, h)) if state else None)
+    history = _epochs(net, [], opt, steps, s, step_loss, validate, progress, cancel, on_epoch, state, rng)
     return _result(model, history, before, data, s, t0)
