@@ -1,9 +1,9 @@
 """Inference backends on the CPU: the models exported to ONNX (models.export) and run by OpenVINO
 or ONNX Runtime instead of PyTorch, the book's chapter 15 route to deployment.
 
-`auto` takes OpenVINO where it is installed and the device is the CPU (the fastest of the three in a
-warm process on the project's CPU; PyTorch is as fast on a single cold scan: scripts/bench_detect.py),
-else PyTorch. Both runtimes are optional extras
+`auto` takes OpenVINO where it is installed and the device is the CPU, else PyTorch. (On the
+project's CPU, scripts/bench_detect.py: in a warm process OpenVINO is as fast as PyTorch or slightly
+faster, from run to run; on a single scan in a fresh process, slower.) Both runtimes are optional extras
 (`pip install 'lungview[openvino]'`, `'lungview[onnx]'`), never required; on GPUs PyTorch runs.
 The export is made on first use (on the worker that runs detection) into the user data folder's
 cache/exports, named by the checkpoint's digest: a retrained checkpoint gets a new export, never
