@@ -22,8 +22,9 @@ def add_commands(sub, parser_class) -> None:
     det.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"),
                      help="what runs the networks on the CPU: auto (OpenVINO when installed, else PyTorch), torch, "
                           "onnxruntime or openvino (pip install 'lungview[openvino]'); GPUs run PyTorch")
-    det.add_argument("--threshold", type=float, default=0.5,
-                     help="list detections with p_nodule >= this (0 lists every candidate, for FROC)")
+    det.add_argument("--threshold", type=float,
+                     help="list detections with p_nodule >= this (0 lists every candidate, for FROC); default: the "
+                          "nodule classifier's working threshold (0.5, the book's; a fine-tuned model's own)")
     det.add_argument("--series", help="SeriesInstanceUID when a folder holds several")
     det.add_argument("--allow-gaps", action="store_true",
                      help="fill runs of more than two missing slices by interpolation instead of refusing the scan")
@@ -78,7 +79,7 @@ def cmd_detect(args) -> int:
     from lungview.io import open_volume
     from lungview.training import distributed
 
-    if not 0.0 <= args.threshold <= 1.0:
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise LungViewError(f"--threshold must lie in [0, 1], not {args.threshold}")
     if args.out and not args.out.lower().endswith((".csv", ".json")):
         raise LungViewError(f"{args.out}: --out must end in .csv or .json")
@@ -98,6 +99,7 @@ def cmd_detect(args) -> int:
         workspace = Workspace(args.workspace)  # locked now: a busy workspace fails before the work
     pipeline = Pipeline(loaded["segmentation"][0], loaded["nodule"][0], device,
                         loaded["malignancy"][0], backend=resolve_backend(args.backend, device))
+    threshold = pipeline.cls.card.threshold if args.threshold is None else args.threshold
     model_info = {role: {"label": m.label, "origin": c.origin, "path": str(c.path)} if m else None
                   for role, (m, c) in loaded.items()}
     demo = any(c is not None and c.origin == "demo" for _, c in loaded.values())
@@ -132,10 +134,11 @@ def cmd_detect(args) -> int:
                 bar.write(f"lungview: error: {exc}", file=sys.stderr)
                 continue
             record = scan_record(path, vol, result, device, model_info, demo)
-            done[i] = {**record, "detections": [d.to_dict() for d in result.above(args.threshold)]}
+            done[i] = {**record, "threshold": threshold,
+                       "detections": [d.to_dict() for d in result.above(threshold)]}
             if workspace is not None:
-                stored = {**record, "threshold": args.threshold}  # every detection: the viewer's slider
-                matched, added = workspace.record_detection(vol, path, stored, args.threshold)
+                stored = {**record, "threshold": threshold}  # every detection: the viewer's slider
+                matched, added = workspace.record_detection(vol, path, stored, threshold)
                 bar.write(f"{path}: {added} new finding(s), {matched} known one(s) updated in {workspace.root}",
                           file=sys.stderr)
             del vol
@@ -154,7 +157,7 @@ def cmd_detect(args) -> int:
     if args.json:
         print(json.dumps({"scans": scans}, indent=2))
     else:
-        _print_scans(scans, args.threshold)
+        _print_scans(scans, threshold)
     if size > 1 and failures:
         sys.stderr.write(f"lungview: {len(failures)} of {len(args.paths)} scan(s) failed: "
                          + ", ".join(args.paths[i] for i in sorted(failures)) + "\n")

@@ -76,7 +76,8 @@ def _metrics_line(m: dict) -> str:
         return "AUC -" if m["auc"] is None else f"AUC {m['auc']:.3f}"
     if "dice" in m:
         return "Dice -" if m["dice"] is None else f"Dice {m['dice']:.3f} ({m['crops']} crops)"
-    return (f"sensitivity {m['sensitivity']:.2f} ({m['true_positives']}/{m['nodules']}), "
+    at = f"at p ≥ {m['threshold']:.2f}: " if "threshold" in m else ""
+    return (f"{at}sensitivity {m['sensitivity']:.2f} ({m['true_positives']}/{m['nodules']}), "
             f"{m['fp_per_scan']:.2f} FP/scan, CPM {m['cpm']:.3f}")
 
 
@@ -145,7 +146,7 @@ def cmd_train(args) -> int:
            "verdict": version.verdict, "reason": version.reason, "active": version.verdict == "accepted",
            "before": result.before, "after": result.after, "history": result.history, "counts": {
                k: result.counts[k] for k in ("train", "validation")}, "device": device.name,
-           "seconds": round(result.seconds, 2)}
+           "seconds": round(result.seconds, 2), "working_threshold": result.working_threshold}
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

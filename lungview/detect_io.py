@@ -27,7 +27,8 @@ def scan_record(path, vol, result, device, models, demo: bool = False) -> dict:
         notes.append("demo models (trained on synthetic phantoms) ran on a real scan: the results are "
                      "not meaningful; run scripts/fetch_book_models.py for the LUNA16-trained models")
     return {"path": str(path), "series_uid": vol.series_uid, "device": device.name + (" bf16" if device.bf16 else ""),
-            "backend": result.backend, "models": models, "candidates": result.candidates,
+            "backend": result.backend, "models": models, "working_threshold": result.working_threshold,
+            "candidates": result.candidates,
             "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()}, "notes": notes,
             "detections": [d.to_dict() for d in result.detections]}
 

@@ -5,8 +5,9 @@
     3 mm slices instead of 1.25-2.5 mm). The demo models' sensitivity and false positives per scan
     on 10 unseen such phantoms; then 3 others reviewed from their ground truth (every finding
     confirmed or rejected, as a reader would), the nodule classifier fine-tuned on them, and the
-    same 10 phantoms again: at the working threshold 0.5, and at equal sensitivity (the point of
-    the fine-tuned model's FROC where it finds as many nodules as the demo models did at 0.5).
+    same 10 phantoms again: at 0.5, at the fine-tuned model's own working threshold (set on its
+    validation scan), and at equal sensitivity (the point of the fine-tuned model's FROC where it
+    finds as many nodules as the demo models did at 0.5).
 (b) LIDC-IDRI-0001 with the book's checkpoints: reviewed from its LUNA16 annotation (the nodule
     confirmed, every other candidate rejected), the classifier fine-tuned on it, and its own false
     positives at 0.5 before and after (trained and scored on the same scan: a check that the
@@ -123,6 +124,12 @@ def part_a(device, out: Path, settings=None) -> None:
           f"augmentation): "
           f"sensitivity {s1:.2f} ({tp1}/{n}), {f1:.2f} FP/scan, CPM {c1:.3f}")
     print(f"    false positives per scan x{f1 / f0:.2f}" if f0 else "    no false positives before")
+    from lungview.models.checkpoint import load_checkpoint
+
+    t_own = load_checkpoint(version.path, "nodule").card.threshold
+    s2, f2, _, tp2, _ = score(after, truths, t_own)
+    print(f"    at its own working threshold {t_own:.2f} (set on its validation scan): sensitivity {s2:.2f} "
+          f"({tp2}/{n}), {f2:.2f} FP/scan" + (f" (x{f2 / f0:.2f})" if f0 else ""))
     t_eq, f_eq = fp_at_sensitivity(after, truths, tp0)
     print(f"    at equal sensitivity ({tp0}/{n} nodules, the fine-tuned model's threshold {t_eq:.2f}): "
           f"{f0:.2f} -> {f_eq:.2f} FP/scan (x{f_eq / f0:.2f}; goal x0.50 or less)" if f0 else "")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 # Fleischner-style size bands (solid nodules), by the mean of long and short axis.
 SIZE_CATEGORIES = ((6.0, "<6 mm"), (8.0, "6-8 mm"), (15.0, "8-15 mm"), (30.0, "15-30 mm"))
 NO_MALIGNANCY = "no malignancy model"
+DEFAULT_THRESHOLD = 0.5  # the book's: a candidate with p_nodule >= 0.5 is a nodule
 
 
 def mean_diameter(long_axis_mm: float, short_axis_mm: float) -> float:

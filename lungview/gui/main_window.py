@@ -14,6 +14,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDialog, QGridLayout, QLabel, QMainWindow, QMessageBox, QProgressBar,
                                QPushButton, QSplitter, QVBoxLayout, QWidget)
 
+from lungview.core.findings import DEFAULT_THRESHOLD
 from lungview.gui.dialogs import ROLES, ModelsDialog
 from lungview.gui.opening import OpeningMixin
 from lungview.gui.painting import MASK_KEYS, PaintMixin
@@ -91,6 +92,7 @@ class MainWindow(TrainingMixin, WorkspaceMixin, PaintMixin, ReviewMixin, Opening
         self.compute.job_finished.connect(self._detected)
         self.jobs: dict[int, str] = {}  # every job submitted and not yet ended: id -> "load" / "detect"
         self.load_job = self.detect_job = None
+        self.working_threshold = DEFAULT_THRESHOLD  # the nodule classifier's of the last detection
         self.pipeline_runs = 0  # detections that computed (not cancelled before starting)
         self._step_started: tuple[str, float, int] | None = None
         self.model_cache = None  # created on the compute thread by the first detection
@@ -433,6 +435,12 @@ class MainWindow(TrainingMixin, WorkspaceMixin, PaintMixin, ReviewMixin, Opening
             demo_on_real_scan=demo and not is_phantom_uid(vol.series_uid)))
         rerun = self.merge_detections(result.detections)
         self.save_detections(vol, record)
+        if result.working_threshold != self.working_threshold:  # another classifier: its own threshold
+            self.working_threshold = result.working_threshold
+            self.state.set_threshold(result.working_threshold)
+            self.panel.set_threshold(self.state.threshold)
+            self.banner.add_notice(f"the nodule classifier's working threshold is {result.working_threshold:.2f}: "
+                                   "the threshold slider moved there", "info")
         for note in result.notes:
             self.banner.add_notice(note, "info" if not self.banner.notices else "warning")
         total = sum(result.timings_s.values())

@@ -17,7 +17,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFo
 from lungview.core import LungViewError
 from lungview.gui.widgets import add_dock
 
-METRICS = {"nodule": (("sensitivity", "{:.2f}"), ("fp_per_scan", "{:.2f}"), ("cpm", "{:.3f}")),
+METRICS = {"nodule": (("threshold", "{:.2f}"), ("sensitivity", "{:.2f}"), ("fp_per_scan", "{:.2f}"),
+                      ("cpm", "{:.3f}")),
            "malignancy": (("auc", "{:.3f}"),), "segmentation": (("dice", "{:.3f}"),)}
 
 
@@ -72,7 +73,8 @@ class TrainingPanel(QWidget):
         self.compare.verticalHeader().hide()
         self.compare.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.compare.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.compare.setMaximumHeight(120)
+        self.compare.verticalHeader().setDefaultSectionSize(24)
+        self.compare.setMaximumHeight(24 * (1 + max(len(m) for m in METRICS.values())) + 6)  # every row, no scrolling
         self.verdict = QLabel("")
         self.verdict.setWordWrap(True)
         self.versions = QTableWidget(0, 4)

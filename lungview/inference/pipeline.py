@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lungview.core import CtVolume
-from lungview.core.findings import NO_MALIGNANCY, Detection, size_category
+from lungview.core.findings import DEFAULT_THRESHOLD, NO_MALIGNANCY, Detection, size_category
 from lungview.core.jobs import CancelToken, ProgressCallback, no_progress
 from lungview.inference.candidates import find_candidates
 from lungview.inference.classify import classify
@@ -40,6 +40,7 @@ class PipelineResult:
     notes: list[str] = field(default_factory=list)
     model_spacing_mm: float | None = None  # the slice spacing the models saw, when resampled
     backend: str = ""  # what ran the networks: "PyTorch 2.13.0+cpu", "OpenVINO 2026.4.1"
+    working_threshold: float = DEFAULT_THRESHOLD  # the nodule classifier's (its card's): findings at or above it
 
     def above(self, threshold: float) -> list[Detection]:
         return [d for d in self.detections if d.p_nodule >= threshold]
@@ -141,4 +142,4 @@ class Pipeline:
         from lungview.inference.backends import describe
 
         return PipelineResult(detections, timings, self.device.name, labels, len(cands), lung, prob, notes, target,
-                              describe(self.backend))
+                              describe(self.backend), self.cls.card.threshold)

@@ -22,6 +22,7 @@ from torch import nn
 from lungview import __version__
 from lungview.core import LungViewError
 from lungview.core.atomic import atomic_path
+from lungview.core.findings import DEFAULT_THRESHOLD
 from lungview.models.nets import ARCHITECTURES
 
 FORMAT = "lungview-checkpoint"
@@ -71,6 +72,9 @@ class ModelCard:
     trained_on: dict = field(default_factory=dict)
     device: str = ""
     seconds: float | None = None
+    # nodule classifiers: the p_nodule at or above which a candidate is a finding (None: the
+    # book's 0.5); a fine-tune sets its own (training.finetune.working_threshold)
+    working_threshold: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelCard":
@@ -84,6 +88,10 @@ class ModelCard:
     @property
     def context(self) -> int:
         return BOOK_CONTEXT if self.context_slices is None else int(self.context_slices)
+
+    @property
+    def threshold(self) -> float:
+        return DEFAULT_THRESHOLD if self.working_threshold is None else float(self.working_threshold)
 
     @property
     def crop(self) -> tuple[int, int, int]:

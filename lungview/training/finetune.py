@@ -106,6 +106,29 @@ def evaluate_on(examples: list[Example], p: np.ndarray, role: str, threshold: fl
             "nodules": ev.nodules, "scans": ev.scans}
 
 
+def working_threshold(p: np.ndarray, labels: np.ndarray, p_parent: np.ndarray, parent_threshold: float) -> float:
+    """A fine-tuned nodule classifier's own working threshold, from its validation examples
+    (scores `p`, the parent's `p_parent`, `labels`): no more false positives than the parent has
+    at its threshold, and as many nodules as that allows, the threshold half-way, in log-odds,
+    between the highest negative it must leave out and the lowest of those nodules (to 0.01
+    where that stays between them). A fine-tune on a few scans pushes the nodules it learned
+    towards 1 and leaves look-alikes about where they were, so its best threshold is not the
+    parent's (bench_finetune.py (a)). The parent's threshold when no nodule scores above that
+    negative."""
+    p, labels, p_parent = (np.asarray(a, dtype=np.float64) for a in (p, labels, p_parent))
+    allowed = int(((labels == 0) & (p_parent >= parent_threshold)).sum())  # the parent's false positives
+    negatives = np.sort(p[labels == 0])[::-1]
+    eps = 1e-6  # (float32 probabilities reach 0 and 1)
+    hi = float(np.clip(negatives[allowed], eps, 1 - eps)) if allowed < len(negatives) else eps
+    found = p[(labels == 1) & (p > hi)]
+    if not found.size:
+        return float(parent_threshold)
+    lo = float(np.clip(found.min(), eps, 1 - eps))
+    mid = 1.0 / (1.0 + math.exp(-(math.log(lo / (1 - lo)) + math.log(hi / (1 - hi))) / 2.0))
+    rounded = round(mid, 2)
+    return rounded if hi < rounded <= lo else mid
+
+
 def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
     """Hanley & McNeil (1982): the standard error of an AUC from that many positives and negatives."""
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
@@ -116,7 +139,8 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
 
 def verdict(before: dict, after: dict, role: str) -> tuple[str, str]:
     """accepted / refused, and why. Refused when worse than the parent beyond the noise of that
-    many examples: a nodule fewer found, or more false positives at equal or lower sensitivity;
+    many examples: a nodule fewer found, or more false positives at equal or lower sensitivity
+    (each at its working threshold, where `before` and `after` name one);
     an AUC lower by more than its standard error; a Dice lower by more than 0.01. Without a
     validation scan (`before` empty), refused: no comparison is possible."""
     if not before:
@@ -136,14 +160,15 @@ def verdict(before: dict, after: dict, role: str) -> tuple[str, str]:
                                f"(more than its standard error {noise:.3f} with {before['malignant']} malignant "
                                f"and {before['benign']} benign)")
         return "accepted", f"AUC {after['auc']:.3f} against the parent's {before['auc']:.3f} (± {noise:.3f})"
+    at = {k: f" at p ≥ {d['threshold']:.2f}" if "threshold" in d else "" for k, d in (("b", before), ("a", after))}
     if after["true_positives"] < before["true_positives"]:
-        return "refused", (f"lower sensitivity: {after['true_positives']} of {after['nodules']} nodules found, "
-                           f"the parent found {before['true_positives']}")
+        return "refused", (f"lower sensitivity: {after['true_positives']} of {after['nodules']} nodules found{at['a']}, "
+                           f"the parent found {before['true_positives']}{at['b']}")
     if after["false_positives"] > before["false_positives"]:
-        return "refused", (f"more false positives at equal sensitivity: {after['false_positives']} against "
-                           f"{before['false_positives']} on {after['scans']} scan(s)")
-    return "accepted", (f"{after['true_positives']} of {after['nodules']} nodules found (parent "
-                        f"{before['true_positives']}), {after['false_positives']} false positives (parent "
+        return "refused", (f"more false positives at equal sensitivity: {after['false_positives']}{at['a']} against "
+                           f"{before['false_positives']}{at['b']} on {after['scans']} scan(s)")
+    return "accepted", (f"{after['true_positives']} of {after['nodules']} nodules found{at['a']} (parent "
+                        f"{before['true_positives']}{at['b']}), {after['false_positives']} false positives (parent "
                         f"{before['false_positives']}) on {after['scans']} validation scan(s)")
 
 
@@ -161,7 +186,6 @@ class Settings:
     batch: int = 32
     steps_per_epoch: int | None = None  # default: enough to see every training example about twice
     seed: int = 0
-    threshold: float = 0.5  # the working threshold of the before/after
     augmentation: str = "parent"  # classifiers: the parent's (augmentation_of), "book" or "exact"
 
 
@@ -194,6 +218,7 @@ class Result:
     counts: dict
     seconds: float
     settings: dict
+    working_threshold: float | None = None  # nodule: the fine-tuned model's own (working_threshold)
 
 
 def _batch_norms(model: torch.nn.Module) -> list:
@@ -255,13 +280,14 @@ def _epochs(model: torch.nn.Module, frozen: list, opt, steps: int, s: "Settings"
 
 
 def _result(model: torch.nn.Module, history: list[dict], before: dict | None, data: TrainingData, s: "Settings",
-            t0: float) -> Result:
-    after = history[-1].get("validation") or {}
+            t0: float, after: dict | None = None, threshold: float | None = None) -> Result:
+    after = after or history[-1].get("validation") or {}
     v, why = verdict(before or {}, after, data.role)
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     for p in model.parameters():
         p.requires_grad_(True)
-    return Result(model, history, before or {}, after, v, why, data.counts(), time.perf_counter() - t0, asdict(s))
+    return Result(model, history, before or {}, after, v, why, data.counts(), time.perf_counter() - t0, asdict(s),
+                  threshold)
 
 
 def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceInfo,
@@ -304,7 +330,8 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     s = replace(s, lr=s.lr or BOOK_LR[data.role])
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     net, rank, share = _parallel(model, device, s.batch)
-    validate = (lambda m: evaluate_on(val, scores(getattr(m, "module", m), x_val, device), data.role, s.threshold)) \
+    parent_t = parent.card.threshold
+    validate = (lambda m: evaluate_on(val, scores(getattr(m, "module", m), x_val, device), data.role, parent_t)) \
         if val and rank == 0 else None
     before = validate(parent.module) if validate else None
     pos, neg = np.flatnonzero(y_train == 1), np.flatnonzero(y_train == 0)
@@ -325,7 +352,14 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
         return F.cross_entropy(logits.float(), y)
 
     history = _epochs(net, frozen, opt, steps, s, step_loss, validate, progress, cancel, on_epoch, state, rng)
-    return _result(model, history, before, data, s, t0)
+    threshold, after = None, None
+    if data.role == "nodule" and before:  # its own working threshold, and the before/after at each one's
+        labels = np.array([e.label for e in val])
+        p_child = scores(model, x_val, device)
+        threshold = working_threshold(p_child, labels, scores(parent.module, x_val, device), parent_t)
+        before = {**before, "threshold": parent_t}
+        after = {**evaluate_on(val, p_child, data.role, threshold), "threshold": threshold}
+    return _result(model, history, before, data, s, t0, after, threshold)
 
 
 def _parallel(model: torch.nn.Module, device: DeviceInfo, batch: int):

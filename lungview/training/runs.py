@@ -213,7 +213,8 @@ def train_and_register(data: TrainingData, path_of, source: str, where: dict, de
                 "augmentation": BOOK_SEG_AUGMENTATION if role == "segmentation"
                 else augmentation_of(parent.card, settings.augmentation)},
         trained_on={**where, "scans": counts["per_scan"]}, device=device.name,
-        seconds=round(result.seconds, 2))
+        seconds=round(result.seconds, 2),
+        working_threshold=(result.working_threshold or parent.card.working_threshold) if role == "nodule" else None)
     path = trained_path(model_id)
     save_checkpoint(path, result.model, card, parent.kwargs or BOOK_KWARGS[type(result.model).__name__])
     version = ModelVersion(id=model_id, role=role, path=str(path), parent=parent_id, parent_sha256=parent.sha256,

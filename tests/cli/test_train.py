@@ -44,10 +44,21 @@ def test_train_list_use_and_roll_back(phantom_scans, tmp_path, monkeypatch, caps
     code, out, _ = run(capsys, "models", "show", trained["id"])
     card = json.loads(out)["card"]
     assert card["parent"] == "demo-nodule" and card["role"] == "nodule" and card["recipe"]["epochs"] == 1
-    # and detection uses the active one
+    assert card["working_threshold"] == trained["working_threshold"] == trained["after"]["threshold"]
+    # and detection uses the active one, at its working threshold unless told another
     from lungview.models.registry import resolve_models
 
     assert str(resolve_models()["nodule"].path) == trained["path"]
+    scan = str(phantom_scans[0][1])
+    code, out, err = run(capsys, "detect", scan, "--json")
+    assert code == 0, err
+    (record,) = json.loads(out)["scans"]
+    assert record["threshold"] == record["working_threshold"] == trained["working_threshold"]
+    assert all(d["p_nodule"] >= trained["working_threshold"] for d in record["detections"])
+    (every,) = json.loads(run(capsys, "detect", scan, "--json", "--threshold", "0")[1])["scans"]
+    assert len(record["detections"]) == sum(d["p_nodule"] >= trained["working_threshold"]
+                                            for d in every["detections"])
+    assert every["threshold"] == 0
 
 
 def test_train_errors_are_one_line(tmp_path, monkeypatch, capsys):

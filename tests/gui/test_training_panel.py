@@ -15,13 +15,13 @@ def training(qtbot, make_window, phantom_scans, tmp_path, monkeypatch):
     w = make_window(workspace=str(tmp_path / "ws"), detect=False)
     qtbot.keyClick(w, Qt.Key_T, Qt.ControlModifier)
     assert w.training_dock.isVisible()
-    return w, tmp_path
+    return w, phantom_scans
 
 
 def test_start_curves_result_and_use(qtbot, training):
     from lungview.models.versions import active_version
 
-    w, _ = training
+    w, phantoms = training
     panel = w.training_panel
     assert "train</b>: 2 scan(s)" in panel.data.text() and "validation</b>: 1 scan(s)" in panel.data.text()
     assert "count as negatives" in panel.data.text()
@@ -33,7 +33,7 @@ def test_start_curves_result_and_use(qtbot, training):
     assert len(panel.loss_curve.getData()[0]) >= 1
     qtbot.waitUntil(lambda: w.train_job is None, timeout=120000)
     assert len(panel.history) == 2 and list(panel.loss_curve.getData()[0]) == [1, 2]
-    assert [panel.compare.item(r, 0).text() for r in range(3)] == ["sensitivity", "fp_per_scan", "cpm"]
+    assert [panel.compare.item(r, 0).text() for r in range(4)] == ["threshold", "sensitivity", "fp_per_scan", "cpm"]
     verdict = panel.verdict.text()
     assert "accepted" in verdict or "refused" in verdict
     ids = panel.version_ids
@@ -46,6 +46,17 @@ def test_start_curves_result_and_use(qtbot, training):
     panel.versions.selectRow(panel.version_ids.index(new))
     qtbot.mouseClick(panel.use, Qt.LeftButton)
     assert active_version("nodule").id == new and "Ctrl+D re-runs detection" in w.message.text()
+    # detection with it moves the threshold slider to its own working threshold, and says so
+    from lungview.models.checkpoint import load_checkpoint
+
+    working = load_checkpoint(active_version("nodule").path, "nodule").card.threshold
+    with qtbot.waitSignal(w.scan_loaded, timeout=30000):
+        w.open_path(str(phantoms[0][1]))
+    with qtbot.waitSignal(w.detection_done, timeout=120000):
+        qtbot.keyClick(w, Qt.Key_D, Qt.ControlModifier)
+    assert w.state.threshold == pytest.approx(working)
+    assert w.panel.slider.value() == round(working * 100) and w.panel.value.text() == f"{working:.2f}"
+    assert any(f"working threshold is {working:.2f}" in text for text in w.banner.notices) == (working != 0.5)
 
 
 def test_stop_writes_nothing_and_keeps_the_active_model(qtbot, training):

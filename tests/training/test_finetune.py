@@ -145,6 +145,32 @@ def test_same_seed_same_weights_and_a_registered_model(phantom_scans, tmp_path, 
     assert card.parent == "demo-nodule" and card.parent_sha256 and card.recipe["augmentation"] == EXACT_AUGMENTATION
     assert card.recipe["lr"] == 0.001 and card.device.startswith("CPU") and card.seconds > 0
     assert sum(s["positives"] for s in card.trained_on["scans"].values()) > 0
+    # its own working threshold, and the before/after each at its model's
+    assert card.working_threshold == runs[0].working_threshold == runs[0].after["threshold"]
+    assert runs[0].before["threshold"] == 0.5 and 0.0 < card.threshold < 1.0
+
+
+def test_working_threshold_worked_by_hand():
+    from lungview.training.finetune import working_threshold
+
+    labels = [1, 1, 1, 0, 0, 0, 0]
+    parent = [0.7, 0.6, 0.1, 0.3, 0.55, 0.2, 0.1]  # 2 nodules found at 0.5, 1 false positive
+    # the fine-tuned model may keep 1 false positive (0.95): the negative to leave out is the next one, 0.3;
+    # above it lie the nodules at 0.99 and 0.9 (not the one at 0.25): half-way in log-odds between 0.3 and
+    # 0.9, (ln(3/7) + ln 9) / 2 = 0.67496, 1 / (1 + e^-0.67496) = 0.66261, to 0.01: 0.66
+    child = [0.99, 0.9, 0.25, 0.3, 0.95, 0.1, 0.2]
+    assert working_threshold(child, labels, parent, 0.5) == 0.66
+    # a model that ranks the third nodule above that negative finds it too: (ln(3/7) + ln(0.4/0.6)) / 2
+    # = -0.62638 -> 0.34833, 0.35
+    assert working_threshold([0.99, 0.9, 0.4, 0.3, 0.95, 0.1, 0.2], labels, parent, 0.5) == 0.35
+    # where rounding would leave the interval, the exact half-way point: ln(0.5005/0.4995) / 2 -> 0.50025,
+    # which rounds to 0.50, not above the negative at 0.5
+    assert working_threshold([0.5005, 0.9, 0.5], [1, 1, 0], [0.6, 0.6, 0.2], 0.5) == pytest.approx(0.50025, abs=1e-6)
+    # no nodule above the negatives it must leave out: the parent's threshold stays
+    assert working_threshold([0.2, 0.1, 0.9], [1, 1, 0], [0.6, 0.6, 0.2], 0.6) == 0.6
+    # the parent flagged every negative: so may the model, down to its lowest nodule (half-way to 1e-6)
+    assert working_threshold([0.9, 0.6, 0.7], [1, 1, 0], [0.6, 0.6, 0.9], 0.5) == pytest.approx(
+        1 / (1 + np.exp(-(np.log(1.5) + np.log(1e-6 / (1 - 1e-6))) / 2)), rel=1e-6)
 
 
 def test_flipped_labels_are_refused_with_the_reason(phantom_scans, tmp_path, monkeypatch):
