@@ -47,6 +47,7 @@ NECK_RATIO = 0.85  # an attachment is cut off where it is thinner than this many
 BALL_DEPTH = 0.8  # ... and then the nodule is the union of the balls of its points this deep
 GROUND_GLASS_EDGE_HU = -300.0  # an edge below this is ground glass ...
 GROUND_GLASS_BAND = 250.0  # ... and the mask then stops this far above the edge density
+GLASS_SHARE = 0.25  # a shell this much ground glass, its median far above the glass's: glass a vessel crosses
 CALCIFIED_EDGE_HU = 200.0  # an edge above this is calcium: denser than half-way to soft tissue, or its blur into lung
 SOFT_TISSUE_HU = 40.0
 WALL_TISSUE_MM = 3.0  # the pleura is fitted where tissue this thick meets air (not a vessel)
@@ -297,11 +298,14 @@ def _pleural_side(vol: CtVolume, c, box, r0: float, spacing) -> np.ndarray | Non
     return (w - design @ coef > 0).reshape(tuple(len(x) for x in axes))
 
 
-def _edge_hu(hu, region, seed, r0: float, spacing) -> float:
+def _edge_hu(hu, region, seed, r0: float, spacing, lung_hu: float = LUNG_HU) -> float:
     """Density just inside the nodule's edge: the median of voxels 1-2.5 mm deep (a pixel to two
     pixels where pixels are coarser), measured in
     the axial plane on the slices through the nodule's middle (the in-plane blur is small; the
-    slices above and below the middle are mostly partial volume)."""
+    slices above and below the middle are mostly partial volume). Where at least GLASS_SHARE of
+    that shell is ground glass and its median lies more than half GROUND_GLASS_BAND above the
+    glass's own, the nodule is ground glass that a vessel crosses or touches: the glass's median
+    (the vessel's density would set a level above the glass and lose the nodule)."""
     sz = spacing[0]
     half = max(1, int(np.floor(max(r0 / 2.0, sz) / sz)))
     ks = range(max(0, seed[0] - half), min(region.shape[0], seed[0] + half + 1))
@@ -312,7 +316,13 @@ def _edge_hu(hu, region, seed, r0: float, spacing) -> float:
         depth = ndimage.distance_transform_edt(region[k], sampling=spacing[1:])
         values.append(hu[k][(depth > lo) & (depth <= hi)])
     shell = np.concatenate(values) if values else np.zeros(0)
-    return float(np.median(shell)) if shell.size >= 5 else float(np.median(hu[region]))
+    if shell.size < 5:
+        return float(np.median(hu[region]))
+    edge = float(np.median(shell))
+    glass = shell[(shell > lung_hu + GROUND_GLASS_ABOVE_LUNG) & (shell < GROUND_GLASS_EDGE_HU)]
+    if glass.size >= GLASS_SHARE * shell.size and edge - float(np.median(glass)) > GROUND_GLASS_BAND / 2:
+        return float(np.median(glass))
+    return edge
 
 
 def _component(mask: np.ndarray, seed) -> np.ndarray | None:
@@ -379,7 +389,7 @@ def _second_pass(hu, first, allowed, seed, r0: float, lung_hu: float, spacing, f
     if not first[seed]:
         return first, lung_hu + GROUND_GLASS_ABOVE_LUNG
     body = first & (from_seed <= (r0 + 1.5) ** 2)  # not the vessels it touches
-    edge = _edge_hu(hu, body, seed, r0, spacing)
+    edge = _edge_hu(hu, body, seed, r0, spacing, lung_hu)
     level = min(float(np.clip((edge + lung_hu) / 2.0, lung_hu + 100.0, -300.0)), float(hu[seed]) - 1.0)
     upper = edge + GROUND_GLASS_BAND if edge < GROUND_GLASS_EDGE_HU else None
     if upper is not None and hu[seed] >= upper:  # seed on ground glass, not on a vessel or the core

@@ -116,6 +116,25 @@ def test_calcified_nodule_on_a_vessel(spacing):
 
 
 @pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.25), (0.7, 0.7, 2.5)])
+@pytest.mark.parametrize("offset", [2.0, 2.5, 3.0])
+def test_ground_glass_a_vessel_crosses(spacing, offset):
+    """A 10 mm ground-glass nodule (-600 HU) that a 3 mm vessel (40 HU) crosses `offset` mm from
+    its centre: the nodule is the ball, the vessel's stretch inside it included, the rest of the
+    vessel not. Where the vessel fills much of the shell just inside the nodule's edge, its
+    density must not set the level (at 3 mm on 1.25 mm slices that lost the glass: 3.4 mm)."""
+    R, rv = 5.0, 1.5
+    sx, sy, sz = spacing
+    shape = (int(40 / sz) | 1, int(40 / sy) | 1, int(40 / sx) | 1)
+    vessel = covered(shape, spacing, lambda x, y, z: (y - offset) ** 2 + z**2 <= rv**2)
+    glass = covered(shape, spacing, lambda x, y, z: (x**2 + y**2 + z**2 <= R**2) & ((y - offset) ** 2 + z**2 > rv**2))
+    hu = np.rint(-850.0 + 250.0 * glass + 890.0 * vessel).astype(np.int16)
+    vol = CtVolume(hu=hu, spacing_xyz=spacing, origin_xyz=(0, 0, 0))
+    s = measure(vol, np.array([(n - 1) / 2 for n in shape]))
+    assert s.diameter_mm == pytest.approx(2 * R, rel=0.05)
+    assert s.level_hu < -600  # below the glass: half-way between it and the lung
+
+
+@pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.25), (0.7, 0.7, 2.5)])
 def test_juxtapleural_nodule_ends_at_the_pleural_line(spacing):
     """A 12 mm sphere whose centre lies 3 mm inside the lung from a flat, oblique chest wall of
     the same density: what lies in the lung is the sphere less a cap of height 3 mm, V = 4/3 pi
