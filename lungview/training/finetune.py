@@ -333,7 +333,8 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     parent_t = parent.card.threshold
     validate = (lambda m: evaluate_on(val, scores(getattr(m, "module", m), x_val, device), data.role, parent_t)) \
         if val and rank == 0 else None
-    before = validate(parent.module) if validate else None
+    p_parent = scores(parent.module, x_val, device) if validate else None
+    before = evaluate_on(val, p_parent, data.role, parent_t) if validate else None
     pos, neg = np.flatnonzero(y_train == 1), np.flatnonzero(y_train == 0)
     steps = s.steps_per_epoch or max(4, math.ceil(2 * max(len(pos), len(neg)) / s.batch))
 
@@ -356,7 +357,7 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     if data.role == "nodule" and before:  # its own working threshold, and the before/after at each one's
         labels = np.array([e.label for e in val])
         p_child = scores(model, x_val, device)
-        threshold = working_threshold(p_child, labels, scores(parent.module, x_val, device), parent_t)
+        threshold = working_threshold(p_child, labels, p_parent, parent_t)
         before = {**before, "threshold": parent_t}
         after = {**evaluate_on(val, p_child, data.role, threshold), "threshold": threshold}
     return _result(model, history, before, data, s, t0, after, threshold)

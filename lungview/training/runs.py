@@ -214,7 +214,8 @@ def train_and_register(data: TrainingData, path_of, source: str, where: dict, de
                 else augmentation_of(parent.card, settings.augmentation)},
         trained_on={**where, "scans": counts["per_scan"]}, device=device.name,
         seconds=round(result.seconds, 2),
-        working_threshold=(result.working_threshold or parent.card.working_threshold) if role == "nodule" else None)
+        working_threshold=None if role != "nodule" else parent.card.working_threshold
+        if result.working_threshold is None else result.working_threshold)
     path = trained_path(model_id)
     save_checkpoint(path, result.model, card, parent.kwargs or BOOK_KWARGS[type(result.model).__name__])
     version = ModelVersion(id=model_id, role=role, path=str(path), parent=parent_id, parent_sha256=parent.sha256,
