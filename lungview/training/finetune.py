@@ -331,8 +331,13 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     net, rank, share = _parallel(model, device, s.batch)
     parent_t = parent.card.threshold
-    validate = (lambda m: evaluate_on(val, scores(getattr(m, "module", m), x_val, device), data.role, parent_t)) \
-        if val and rank == 0 else None
+    last: dict[str, np.ndarray] = {}  # the scores of the latest validation (the working threshold's)
+
+    def validate_at_parent_threshold(m):
+        last["p"] = scores(getattr(m, "module", m), x_val, device)
+        return evaluate_on(val, last["p"], data.role, parent_t)
+
+    validate = validate_at_parent_threshold if val and rank == 0 else None
     p_parent = scores(parent.module, x_val, device) if validate else None
     before = evaluate_on(val, p_parent, data.role, parent_t) if validate else None
     pos, neg = np.flatnonzero(y_train == 1), np.flatnonzero(y_train == 0)
@@ -356,7 +361,8 @@ def finetune(data: TrainingData, parent: LoadedModel, open_scan, device: DeviceI
     threshold, after = None, None
     if data.role == "nodule" and before:  # its own working threshold, and the before/after at each one's
         labels = np.array([e.label for e in val])
-        p_child = scores(model, x_val, device)
+        # the last epoch's validation scored this very model (a resumed run whose epochs were all done did not)
+        p_child = last["p"] if "p" in last else scores(model, x_val, device)
         threshold = working_threshold(p_child, labels, p_parent, parent_t)
         before = {**before, "threshold": parent_t}
         after = {**evaluate_on(val, p_child, data.role, threshold), "threshold": threshold}

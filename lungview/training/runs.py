@@ -202,6 +202,7 @@ def train_and_register(data: TrainingData, path_of, source: str, where: dict, de
         return result, None  # process 0 writes and registers
     model_id = new_id(role)
     counts = result.counts
+    own = parent.card.working_threshold if result.working_threshold is None else result.working_threshold
     card = replace(
         parent.card, name=f"{role} fine-tuned ({model_id})", role=role, parent=parent_id,
         parent_sha256=parent.sha256, created="", lungview_version=__version__, trained_on_phantoms=False,
@@ -214,8 +215,7 @@ def train_and_register(data: TrainingData, path_of, source: str, where: dict, de
                 else augmentation_of(parent.card, settings.augmentation)},
         trained_on={**where, "scans": counts["per_scan"]}, device=device.name,
         seconds=round(result.seconds, 2),
-        working_threshold=None if role != "nodule" else parent.card.working_threshold
-        if result.working_threshold is None else result.working_threshold)
+        working_threshold=own if role == "nodule" else None)
     path = trained_path(model_id)
     save_checkpoint(path, result.model, card, parent.kwargs or BOOK_KWARGS[type(result.model).__name__])
     version = ModelVersion(id=model_id, role=role, path=str(path), parent=parent_id, parent_sha256=parent.sha256,
