@@ -29,7 +29,20 @@ def describe_default(role: str, use_user_dir: bool = True) -> str:
     if choice is None:
         return "none: no malignancy is reported"
     where = {"user": "user model directory", "demo": "shipped demo model, trained on phantoms"}[choice.origin]
-    return f"{choice.path.name} ({where})"
+    return f"{choice.path.name} ({where})" + checkpoint_note(role, choice.path)
+
+
+def checkpoint_note(role: str, path: str | Path) -> str:
+    """What the file itself says: a nodule classifier's working threshold (the findings it
+    lists), or why the file cannot be used for `role`."""
+    from lungview.core import LungViewError
+    from lungview.models.checkpoint import load_checkpoint
+
+    try:
+        card = load_checkpoint(path, role).card
+    except LungViewError as exc:
+        return f" — cannot be used: {exc}"
+    return f"; findings at p ≥ {card.threshold:.2f}" if role == "nodule" else ""
 
 
 class ModelsDialog(QDialog):
@@ -107,7 +120,8 @@ class ModelsDialog(QDialog):
         path = self.choices[key]
         self.paths[key].setText(path or "(default)")
         if path:
-            self.origins[key].setText("chosen here" + ("" if Path(path).exists() else " — the file is missing"))
+            note = checkpoint_note(role, path) if Path(path).exists() else " — the file is missing"
+            self.origins[key].setText("chosen here" + note)
         else:
             self.origins[key].setText("default: " + describe_default(role, self.use_user_dir))
 

@@ -52,8 +52,31 @@ def test_models_dialog_cancelled_pickers_change_nothing(qtbot, make_window, monk
     monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(chosen), "")))
     qtbot.mouseClick(dialog.browse["cls_model"], Qt.LeftButton)
     qtbot.mouseClick(dialog.default["seg_model"], Qt.LeftButton)
+    assert "cannot be used" in dialog.origins["cls_model"].text()  # b"x" is no checkpoint
     qtbot.mouseClick(dialog.save_button, Qt.LeftButton)
     assert w.settings.value("cls_model") == str(chosen) and w.settings.value("seg_model") == ""
+
+
+def test_models_dialog_shows_a_classifiers_working_threshold(qtbot, make_window, monkeypatch, tmp_path):
+    """The nodule classifier's line says at which p it lists findings: the book's 0.5 for the
+    default, the card's own threshold for a fine-tuned one picked with Browse…"""
+    from dataclasses import replace
+
+    from lungview.models.checkpoint import load_checkpoint, save_checkpoint
+    from lungview.models.registry import resolve_models
+
+    w = make_window(detect=False, demo_models=True)
+    w.choose_models()
+    dialog = w.models_dialog
+    assert dialog.origins["cls_model"].text().endswith("findings at p ≥ 0.50")
+    assert "p ≥" not in dialog.origins["seg_model"].text()
+    demo = load_checkpoint(resolve_models(use_user_dir=False)["nodule"].path, "nodule")
+    tuned = save_checkpoint(tmp_path / "cls_tuned.pt", demo.module, replace(demo.card, working_threshold=0.77),
+                            demo.kwargs)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(tuned), "")))
+    qtbot.mouseClick(dialog.browse["cls_model"], Qt.LeftButton)
+    assert dialog.origins["cls_model"].text() == "chosen here; findings at p ≥ 0.77"
+    qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
 
 
 def test_n_pans_a_zoomed_view_to_the_nodule(qtbot, detected):
