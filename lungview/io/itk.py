@@ -143,11 +143,31 @@ def _read_with_simpleitk(path: Path, reader, dim: int, cancel=None):
     return to_int16_hu(values)
 
 
-def metaimage_uid(path: Path) -> str:
-    """LUNA16 names each scan <SeriesInstanceUID>.mhd: the file name minus its extension (UIDs
-    hold dots, so never cut at the first one). Other formats carry no UID: ""."""
+UID_KEY = "SeriesInstanceUID"  # NRRD: a key:=value field; NIfTI: "SeriesInstanceUID=<uid>" as its descrip
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
+
+
+def is_uid(text: str) -> bool:
+    """A DICOM UID: dot-separated numbers without leading zeros, at most 64 characters."""
+    return len(text) <= 64 and _UID.fullmatch(text) is not None
+
+
+def file_uid(path: Path, reader=None) -> str:
+    """The series UID a volume file carries. LUNA16 names each scan <SeriesInstanceUID>.mhd: the
+    file name minus its extension (UIDs hold dots, so never cut at the first one). A NRRD or
+    NIfTI written by LungView keeps it in its header (`UID_KEY`); other files carry none: "" (the
+    caller then derives one from the content)."""
     suffix = path.suffix.lower()
-    return path.name[: -len(suffix)] if suffix in (".mhd", ".mha") else ""
+    if suffix in (".mhd", ".mha"):
+        return path.name[: -len(suffix)]
+    if reader is None:
+        return ""
+    keys = set(reader.GetMetaDataKeys())
+    text = reader.GetMetaData(UID_KEY) if UID_KEY in keys else ""
+    if not text and "descrip" in keys and reader.GetMetaData("descrip").startswith(UID_KEY + "="):
+        text = reader.GetMetaData("descrip")[len(UID_KEY) + 1:]
+    text = text.strip().rstrip("\0")
+    return text if is_uid(text) else ""
 
 
 def read_itk(path: Path, progress=None, cancel=None) -> CtVolume:
@@ -192,5 +212,5 @@ def read_itk(path: Path, progress=None, cancel=None) -> CtVolume:
         notes.append(f"lowest value is {lo}, no air: the values may not be Hounsfield units")
     return CtVolume(hu=hu, spacing_xyz=tuple(spacing), origin_xyz=tuple(reader.GetOrigin()[:3]),
                     direction=direction, source=str(path), modality="CT" if lo <= -500 else "unknown",
-                    series_uid=metaimage_uid(path),
+                    series_uid=file_uid(path, reader),
                     files=1, warnings=notes)

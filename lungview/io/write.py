@@ -21,12 +21,20 @@ _SYNTAXES = {"explicit": ExplicitVRLittleEndian, "deflate": DeflatedExplicitVRLi
 
 
 def write_volume(vol: CtVolume, path: str | os.PathLike) -> Path:
-    """.mhd (with .raw), .mha, .nii, .nii.gz, .nrrd, by the path's suffix."""
+    """.mhd (with .raw), .mha, .nii, .nii.gz, .nrrd, by the path's suffix. A NRRD or NIfTI keeps
+    the series UID in its header, so that the file reads back as the same series."""
     path = Path(path)
     image = sitk.GetImageFromArray(vol.hu)
     image.SetSpacing(vol.spacing_xyz)
     image.SetOrigin(vol.origin_xyz)
     image.SetDirection(tuple(vol.direction.ravel()))
+    if vol.series_uid and path.suffix.lower() not in (".mhd", ".mha"):  # (those: named by their UID)
+        from lungview.io.itk import UID_KEY, is_uid
+
+        if is_uid(vol.series_uid):  # read back by io.itk.file_uid
+            image.SetMetaData(UID_KEY, vol.series_uid)  # NRRD: a field of its own
+            if len(UID_KEY) + 1 + len(vol.series_uid) <= 79:  # NIfTI: its descrip, 79 bytes (never cut)
+                image.SetMetaData("ITK_FileNotes", f"{UID_KEY}={vol.series_uid}")
     compress = path.name.endswith(".gz")
     if path.suffix.lower() == ".mhd":  # header + data file: write both, header last
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -162,17 +162,59 @@ def test_gantry_tilt_gives_a_tilted_volume_that_matches_the_scan(smooth_scan, tm
     assert error < 6.0 and np.abs(naive - truth).mean() > 4 * error
 
 
+def _foreign(vol, path, **fields):
+    """`vol` written by SimpleITK alone, as another tool writes it: no UID unless `fields` hold one."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(vol.hu)
+    image.SetSpacing(vol.spacing_xyz)
+    image.SetOrigin(vol.origin_xyz)
+    for key, value in fields.items():
+        image.SetMetaData(key, value)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
 def test_files_without_a_uid_get_a_stable_one_from_their_content(small_phantom, tmp_path):
-    nii = write_phantom(small_phantom, tmp_path / "a", "nii.gz")
-    nrrd = write_phantom(small_phantom, tmp_path / "b", "nrrd")
+    vol = small_phantom.volume
+    nii, nrrd = _foreign(vol, tmp_path / "a.nii.gz"), _foreign(vol, tmp_path / "b.nrrd")
     uid = open_volume(nii).series_uid
     assert uid.startswith("2.25.") and len(uid) <= 64 and set(uid) <= set("0123456789.")
     assert open_volume(nii).series_uid == uid == open_volume(nrrd).series_uid  # same voxels, same geometry
-    other = CtVolume(hu=small_phantom.volume.hu.copy(), spacing_xyz=small_phantom.volume.spacing_xyz,
-                     origin_xyz=(0.0, 0.0, 1.0))
+    other = CtVolume(hu=vol.hu.copy(), spacing_xyz=vol.spacing_xyz, origin_xyz=(0.0, 0.0, 1.0))
+    assert open_volume(_foreign(other, tmp_path / "moved.nii")).series_uid != uid
+    # a field that is no UID (a leading zero, a letter) is not taken for one
+    assert open_volume(_foreign(vol, tmp_path / "c.nrrd", SeriesInstanceUID="1.02.3")).series_uid == uid
+    assert open_volume(_foreign(vol, tmp_path / "d.nii", ITK_FileNotes="SeriesInstanceUID=1.2.x")).series_uid == uid
+
+
+def test_nrrd_and_nifti_written_by_lungview_keep_their_series_uid(small_phantom, tmp_path):
+    """A phantom written as NRRD or NIfTI reads back as its own series, so its annotations.csv
+    matches it (and it is known for a phantom); the header is read by SimpleITK, not by us."""
+    import SimpleITK as sitk
+
+    from lungview.io.annotations import read_annotations
+    from lungview.synthetic.phantom import is_phantom_uid
+
+    uid = small_phantom.volume.series_uid
+    for fmt in ("nrrd", "nii.gz", "nii"):
+        path = write_phantom(small_phantom, tmp_path / fmt, fmt)
+        vol = open_volume(path)
+        assert vol.series_uid == uid and is_phantom_uid(vol.series_uid), fmt
+        assert {a.series_uid for a in read_annotations(path.parent / "annotations.csv")} == {uid}, fmt
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        header = reader.GetMetaData("descrip" if "nii" in fmt else "SeriesInstanceUID")
+        assert header.rstrip("\0") == (f"SeriesInstanceUID={uid}" if "nii" in fmt else uid), fmt
+    # a DICOM UID of 64 characters does not fit NIfTI's 79-byte descrip: never written cut short
+    long_uid = "1.2." + "3" * 60
+    vol = CtVolume(hu=small_phantom.volume.hu, spacing_xyz=small_phantom.volume.spacing_xyz, origin_xyz=(0, 0, 0),
+                   series_uid=long_uid)
     from lungview.io.write import write_volume
 
-    assert open_volume(write_volume(other, tmp_path / "moved.nii")).series_uid != uid
+    assert open_volume(write_volume(vol, tmp_path / "long.nrrd")).series_uid == long_uid
+    assert open_volume(write_volume(vol, tmp_path / "long.nii")).series_uid.startswith("2.25.")
 
 
 def test_cancelling_stops_header_scans_and_itk_reads(small_phantom, tmp_path):
