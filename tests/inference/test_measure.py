@@ -89,7 +89,7 @@ def test_phantom_nodules_measured_within_their_exact_size(phantom_errors):
     kinds = {k for k, *_ in phantom_errors}
     assert len(errors) >= 150 and kinds == {"solid", "part-solid", "ground-glass", "juxtapleural", "calcified"}
     assert np.median(np.abs(errors)) <= 0.01, np.round(errors, 3)
-    assert np.mean(np.abs(errors) <= 0.05) >= 0.96, np.round(errors, 3)
+    assert np.mean(np.abs(errors) <= 0.05) >= 0.98, np.round(errors, 3)
     # the worst: a 22 mm lobulated part-solid nodule (-5.3 %); the goal is 5 % for all
     assert np.abs(errors).max() <= 0.06, np.round(errors, 3)
 
@@ -113,6 +113,21 @@ def test_calcified_nodule_on_a_vessel(spacing):
     vol, c = ball_beside(spacing, r, 450.0, 40.0, lambda x, y, z: (y - (r + 0.6)) ** 2 + z**2 <= 1.6**2)
     s = measure(vol, c)
     assert s.diameter_mm == pytest.approx(2 * r, rel=0.05)
+
+
+@pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.25), (0.7, 0.7, 2.5)])
+@pytest.mark.parametrize("touching", ["airway wall", "oblique airway wall", "vessel"])
+def test_solid_nodule_keeps_no_stub_of_what_it_touches(spacing, touching):
+    """A 12 mm solid ball touching a 1.5 mm airway wall (across the slices, or oblique to them) or
+    a 3 mm vessel of the same density: the opening takes them off and gives back what it shaved
+    from the ball; what it would give back of the wall or the vessel (a collar, a stub: 2.7 to
+    4.2 % on the diameter) goes on beyond the give-back's reach and is not the nodule's."""
+    r = 6.0
+    other = {"airway wall": lambda x, y, z: (y >= r - 0.3) & (y <= r + 1.2),
+             "oblique airway wall": lambda x, y, z: np.abs(0.8 * y + 0.6 * z - (r + 0.45)) <= 0.75,
+             "vessel": lambda x, y, z: (y - r) ** 2 + x**2 <= 1.5**2}[touching]
+    vol, c = ball_beside(spacing, r, 35.0, 40.0, other)
+    assert measure(vol, c).diameter_mm == pytest.approx(2 * r, rel=0.02)
 
 
 @pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.25), (0.7, 0.7, 2.5)])
