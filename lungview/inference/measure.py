@@ -2,20 +2,20 @@
 
 The mask: voxels denser than half-way between the nodule's edge and the surrounding lung (the
 half-maximum level, where a blurred edge crosses the true surface), connected to the centre and
-limited in mm: within 2 r0 + 4 mm of it (r0, the inscribed radius, from a first probe) and
-within the scan's lung mask when one is given. The
-level is found in two passes: a low one that also takes in ground glass, then the half-way level
-for the density just inside the nodule's edge (solid tissue for a solid nodule, ground glass for
-a part-solid or ground-glass one; ground glass is then grown in a band below the density of the
-vessels it touches, and what is denser inside it, a solid core or a vessel running through, is
-added back; calcium ends half-way to the soft tissue it touches, and half-way to the lung only where
-its blur runs out into lung). The region is opened with a ball of half r0 so that vessels and spicules fall off
-and given back what the opening shaved off its own surface, but not (below 16 mm or so) the stub
-of a vessel or the collar of an airway wall that goes on beyond it; an attachment as thick as
-the nodule is cut at its neck. A juxtapleural nodule ends at the pleural line: the wall's surface around it,
-fitted with a quadric and carried on under its base, as a reader draws it; where the wall is not
-that smooth (a corner, a fissure), the chest wall and mediastinum are kept out by closing the
-lung's air locally.
+limited in mm: within 2 r0 + 4 mm of it (r0, the inscribed radius, from a first probe) and within
+the scan's lung mask when one is given. The level is found in two passes: a low one that also takes
+in ground glass, then the half-way level for the density just inside the nodule's edge (solid tissue
+for a solid nodule, ground glass for a part-solid or ground-glass one; ground glass is then grown in
+a band below the density of the vessels it touches, and what is denser inside it, a solid core or a
+vessel running through, is added back, as is what a vessel or bronchus hides of its round outline;
+calcium ends half-way to the soft tissue it touches, and half-way to the lung only where its blur
+runs out into lung). The region is opened with a ball of half r0 so that vessels and spicules fall
+off and given back what the opening shaved off its own surface, but not (below 16 mm or so) the stub
+of a vessel or the collar of an airway wall that goes on beyond it; an attachment as thick as the
+nodule is cut at its neck. A juxtapleural nodule ends at the pleural line: the wall's surface around
+it, fitted with a quadric and carried on under its base, as a reader draws it; where the wall is not
+that smooth (a corner, a fissure), the chest wall and mediastinum are kept out by closing the lung's
+air locally.
 
 From the mask: the volume, the equivalent-sphere diameter (`diameter_mm`, what LUNA16's
 diameter_mm is compared with), and on the axial slice of largest extent the long axis (largest
@@ -104,7 +104,8 @@ def _grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: 
     STUB_MAX_R0_MM then loses what the give-back took from a structure that goes on beyond it (a
     vessel's stub, the collar of an airway wall it touches: `_attached`), after any neck is cut.
     With `upper`, denser tissue inside the ground glass (a solid core, a vessel running through)
-    is added back first."""
+    is added back first, and so is what denser tissue hides of its round outline
+    (`_hidden_by_denser`)."""
     dense = (hu > level) & allowed
     region = dense & (hu < upper) if upper is not None and hu[seed] < upper else dense
     region = _component(region, seed)
@@ -112,6 +113,9 @@ def _grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: 
         return np.zeros_like(dense)
     if upper is not None:
         region |= dense & _inside_star(region, seed, spacing)
+        hidden = _hidden_by_denser(region & (hu < upper), dense & ~region, hu > level, seed, spacing)
+        if hidden is not None:
+            region = _component(region | hidden, seed)
     core = region & (d2_from(seed, region.shape, spacing) <= (0.8 * r0) ** 2)
     attached = None
     for fraction in OPENING_FRACTIONS:
@@ -138,6 +142,43 @@ def _grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: 
         kept = _component(region & ~attached, seed)
         region = region if kept is None else kept
     return region
+
+
+def _hidden_by_denser(glass: np.ndarray, denser: np.ndarray, above: np.ndarray, seed, spacing,
+                      fit_rms: float = 0.12) -> np.ndarray | None:
+    """Ground glass that denser tissue (a vessel trunk, a bronchus) hides in part: the `denser`
+    voxels inside the sphere that fits the glass's surface where it meets the lung (where `above`,
+    denser than the half-way level, ends), as a reader completes the round outline. None where
+    that surface is not nearly a sphere (RMS over `fit_rms` of its radius, beyond what voxel
+    centres standing in for it add) or the sphere does not hold the seed."""
+    # the glass voxels next to lung, and the spacing across which they are (the finest where several)
+    step = np.full(glass.shape, np.inf)
+    for axis in range(3):
+        lung = np.roll(~above, 1, axis=axis) | np.roll(~above, -1, axis=axis)
+        ends = [slice(None)] * 3
+        ends[axis] = [0, -1]
+        lung[tuple(ends)] = False  # (no wrapping round the box)
+        step[glass & lung] = np.minimum(step[glass & lung], spacing[axis])
+    # ... but not where denser tissue is next to them too: the partial-volume skin of a vessel
+    surface = np.isfinite(step) & ~ndimage.binary_dilation(above & ~glass, structure=np.ones((3, 3, 3), bool))
+    pts = np.argwhere(surface) * spacing
+    if len(pts) < 30:
+        return None
+    (cz, cy, cx, d), *_ = np.linalg.lstsq(np.column_stack([2 * pts, np.ones(len(pts))]), (pts**2).sum(axis=1),
+                                          rcond=None)
+    centre = np.array([cz, cy, cx])
+    if d + centre @ centre <= 0:
+        return None
+    r = float(np.sqrt(d + centre @ centre))
+    rms = float(np.sqrt(np.mean((np.linalg.norm(pts - centre, axis=1) - r) ** 2)))
+    # voxel centres lie up to half a voxel off the surface: an RMS of a voxel / sqrt(12)
+    if rms > fit_rms * r + float(spacing.max()) / np.sqrt(12.0):
+        return None
+    if np.linalg.norm(np.asarray(seed) * spacing - centre) > r:
+        return None
+    r += 0.5 * float(np.mean(step[surface]))  # the level is crossed about half a step beyond their centres
+    grid = np.ogrid[tuple(slice(0, n) for n in glass.shape)]
+    return denser & (sum((g * sp - c) ** 2 for g, sp, c in zip(grid, spacing, centre)) <= r**2)
 
 
 def _attached(region: np.ndarray, body: np.ndarray, near: np.ndarray, give_mm: float, spacing,

@@ -89,9 +89,8 @@ def test_phantom_nodules_measured_within_their_exact_size(phantom_errors):
     kinds = {k for k, *_ in phantom_errors}
     assert len(errors) >= 150 and kinds == {"solid", "part-solid", "ground-glass", "juxtapleural", "calcified"}
     assert np.median(np.abs(errors)) <= 0.01, np.round(errors, 3)
-    assert np.mean(np.abs(errors) <= 0.05) >= 0.98, np.round(errors, 3)
-    # the worst: a 22 mm lobulated part-solid nodule (-5.3 %); the goal is 5 % for all
-    assert np.abs(errors).max() <= 0.06, np.round(errors, 3)
+    # the goal, 5 % for every one (the worst of these: an 8 mm spiculated solid nodule at 2.5 mm slices, -4.7 %)
+    assert np.abs(errors).max() <= 0.05, np.round(errors, 3)
 
 
 def ball_beside(spacing, radius, hu_ball, hu_other, other, size_mm=40.0, lung=-850.0):
@@ -147,6 +146,25 @@ def test_ground_glass_a_vessel_crosses(spacing, offset):
     s = measure(vol, np.array([(n - 1) / 2 for n in shape]))
     assert s.diameter_mm == pytest.approx(2 * R, rel=0.05)
     assert s.level_hu < -600  # below the glass: half-way between it and the lung
+
+
+@pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.25), (0.7, 0.7, 2.5)])
+@pytest.mark.parametrize("axis_mm", [3.5, 9.0])
+def test_ground_glass_partly_hidden_by_a_vessel(spacing, axis_mm):
+    """A 12 mm ground-glass ball (-600 HU) and a 6 mm vessel (40 HU) whose axis runs `axis_mm`
+    from the ball's centre. At 3.5 mm the vessel hides a third of the ball, which the phantom's
+    truth counts (denser tissue drawn over it): the glass's round outline where it meets the lung
+    is completed through the vessel (a reader's outline; without it -5.0 and -6.1 %). At 9 mm the
+    vessel only touches the ball: nothing of it is taken."""
+    R, rv = 6.0, 3.0
+    sx, sy, sz = spacing
+    shape = (int(40 / sz) | 1, int(40 / sy) | 1, int(40 / sx) | 1)
+    vessel = covered(shape, spacing, lambda x, y, z: (y - axis_mm) ** 2 + z**2 <= rv**2)
+    glass = covered(shape, spacing, lambda x, y, z: (x**2 + y**2 + z**2 <= R**2) & ((y - axis_mm) ** 2 + z**2 > rv**2))
+    hu = np.rint(-850.0 + 250.0 * glass + 890.0 * vessel).astype(np.int16)
+    vol = CtVolume(hu=hu, spacing_xyz=spacing, origin_xyz=(0, 0, 0))
+    s = measure(vol, np.array([(n - 1) / 2 for n in shape]))
+    assert s.diameter_mm == pytest.approx(2 * R, rel=0.05)
 
 
 @pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.25), (0.7, 0.7, 2.5)])
