@@ -15,6 +15,7 @@ from pydicom.uid import (CTImageStorage, DeflatedExplicitVRLittleEndian, Explici
 from lungview import __version__
 from lungview.core import CtVolume
 from lungview.core.atomic import atomic_path
+from lungview.io.itk import UID_KEY, is_uid
 
 _SYNTAXES = {"explicit": ExplicitVRLittleEndian, "deflate": DeflatedExplicitVRLittleEndian,
              "rle": RLELossless, "jpeg2000": JPEG2000Lossless}
@@ -28,13 +29,11 @@ def write_volume(vol: CtVolume, path: str | os.PathLike) -> Path:
     image.SetSpacing(vol.spacing_xyz)
     image.SetOrigin(vol.origin_xyz)
     image.SetDirection(tuple(vol.direction.ravel()))
-    if vol.series_uid and path.suffix.lower() not in (".mhd", ".mha"):  # (those: named by their UID)
-        from lungview.io.itk import UID_KEY, is_uid
-
-        if is_uid(vol.series_uid):  # read back by io.itk.file_uid
-            image.SetMetaData(UID_KEY, vol.series_uid)  # NRRD: a field of its own
-            if len(UID_KEY) + 1 + len(vol.series_uid) <= 79:  # NIfTI: its descrip, 79 bytes (never cut)
-                image.SetMetaData("ITK_FileNotes", f"{UID_KEY}={vol.series_uid}")
+    # (an .mhd/.mha is named by its UID; the others keep it in their header, read back by io.itk.file_uid)
+    if is_uid(vol.series_uid) and path.suffix.lower() not in (".mhd", ".mha"):
+        image.SetMetaData(UID_KEY, vol.series_uid)  # NRRD: a field of its own
+        if len(UID_KEY) + 1 + len(vol.series_uid) <= 79:  # NIfTI: its descrip, 79 bytes (never cut)
+            image.SetMetaData("ITK_FileNotes", f"{UID_KEY}={vol.series_uid}")
     compress = path.name.endswith(".gz")
     if path.suffix.lower() == ".mhd":  # header + data file: write both, header last
         path.parent.mkdir(parents=True, exist_ok=True)
