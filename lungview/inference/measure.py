@@ -246,7 +246,10 @@ def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_h
                 pleura = None
         allowed &= _lung_side(vol, seed, box, limit + 3.0, wall, spacing) if pleura is None else pleura
     if pleura is None and inside is not None and inside[local]:
-        allowed &= inside  # (the fitted pleura is finer than the lung mask's 2.5 mm steps)
+        # (the fitted pleura is finer than the lung mask, whose edge is known to a step of its
+        # 2.5 mm grid: within a step beyond it, a juxtapleural nodule's base is the closing's)
+        step = np.ones((1, 2 * lung.step + 1, 2 * lung.step + 1), dtype=bool)
+        allowed &= ndimage.binary_dilation(inside, structure=step)
     first = component(dense & allowed, local)
     if first is None:
         first = dense & allowed

@@ -2,9 +2,11 @@
 spacing, and the steps that take off what is not the nodule and complete what is hidden of it.
 The region is opened with a ball of half the inscribed radius r0 so that vessels and spicules
 fall off and given back what the opening shaved off its own surface, but not (below 16 mm or so)
-the stub of a vessel or the collar of an airway wall that goes on beyond it; an attachment as
-thick as the nodule is cut at its neck. Ground glass gets back what is denser inside it (a solid
-core, a vessel running through) and what a vessel or bronchus hides of its round outline.
+the stub of a vessel or the collar of an airway wall that goes on beyond it, nor what the ball
+kept of such a structure in the corner between it and a round nodule; an attachment as thick as
+the nodule is cut at its neck, and a round nodule against something thicker (a vessel trunk)
+is the sphere its outline fits. Ground glass gets back what is denser inside it (a solid core, a
+vessel running through) and what a vessel or bronchus hides of its round outline.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ STUB_MAX_R0_MM = 8.0
 COMPACT_EXTENT = 1.5  # a nodule reaches at most this many inscribed radii from its centre
 NECK_RATIO = 0.85  # an attachment is cut off where it is thinner than this many inscribed radii
 BALL_DEPTH = 0.8  # ... and then the nodule is the union of the balls of its points this deep
+ROUND_SHARE = 0.5  # with no neck, the share of the outline near the nodule that a sphere must fit
+OUTLINE_RMS = 0.12  # a sphere fits an outline within this share of its radius (beyond voxel steps)
 
 
 def dilate_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
@@ -51,10 +55,11 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
     opened body, at most GIVE_BACK_MM. The ball is half the inscribed radius r0, smaller when
     that would eat into the nodule itself (its inner 0.8 r0). A solid nodule smaller than
     STUB_MAX_R0_MM then loses what the give-back took from a structure that goes on beyond it (a
-    vessel's stub, the collar of an airway wall it touches: `_attached`), after any neck is cut.
-    With `upper`, denser tissue inside the ground glass (a solid core, a vessel running through)
-    is added back first, and so is what denser tissue hides of its round outline
-    (`_hidden_by_denser`)."""
+    vessel's stub, the collar of an airway wall it touches: `_attached`), after any neck is cut,
+    and where its outline is round, what lies beyond that sphere next to what was taken off
+    (`_collar`). With `upper`, denser tissue inside the ground glass (a solid core, a vessel
+    running through) is added back first, and so is what denser tissue hides of its round
+    outline (`_hidden_by_denser`)."""
     dense = (hu > level) & allowed
     region = dense & (hu < upper) if upper is not None and hu[seed] < upper else dense
     region = component(region, seed)
@@ -66,6 +71,7 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
         if hidden is not None:
             region = component(region | hidden, seed)
     core = region & (d2_from(seed, region.shape, spacing) <= (0.8 * r0) ** 2)
+    grown = region
     attached = None
     for fraction in OPENING_FRACTIONS:
         opening_mm = min(OPENING_CAP_MM, fraction * r0)
@@ -86,44 +92,97 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
             region = back
             break
     region = _cut_at_neck(region, seed, r0, spacing)
-    if attached is not None and (region & attached).any():
-        kept = component(region & ~attached, seed)
+    if attached is not None and attached.any():
+        region = region & ~attached
+        kept = component(region & ~_collar(region, grown, hu > level, spacing), seed)
         region = region if kept is None else kept
     return region
 
 
-def _hidden_by_denser(glass: np.ndarray, denser: np.ndarray, above: np.ndarray, seed, spacing,
-                      fit_rms: float = 0.12) -> np.ndarray | None:
+def _hidden_by_denser(glass: np.ndarray, denser: np.ndarray, above: np.ndarray, seed,
+                      spacing) -> np.ndarray | None:
     """Ground glass that denser tissue (a vessel trunk, a bronchus) hides in part: the `denser`
-    voxels inside the sphere that fits the glass's surface where it meets the lung (where `above`,
+    voxels inside the sphere that fits the glass's outline where it meets the lung (where `above`,
     denser than the half-way level, ends), as a reader completes the round outline. None where
-    that surface is not nearly a sphere (RMS over `fit_rms` of its radius, beyond what voxel
-    centres standing in for it add) or the sphere does not hold the seed."""
-    # the glass voxels next to lung, and the spacing across which they are (the finest where several)
-    step = np.full(glass.shape, np.inf)
+    that outline is not nearly a sphere or the sphere does not hold the seed."""
+    sphere = _outline_sphere(glass, above, spacing)
+    if sphere is None or np.linalg.norm(np.asarray(seed) * spacing - sphere[0]) > sphere[1]:
+        return None
+    return denser & (_d2_from_mm(sphere[0], glass.shape, spacing) <= sphere[1] ** 2)
+
+
+def _collar(region: np.ndarray, grown: np.ndarray, above: np.ndarray, spacing) -> np.ndarray:
+    """The collar a structure that touches a round nodule leaves on it: what the opening's ball
+    kept of that structure in the corner between the two (a bronchial wall's inner face, a
+    vessel's root), found as what of `region` lies beyond the sphere that fits its outline where it
+    meets the lung (by more than half a voxel, as the outline's own voxels may) and touches what
+    was taken off it (`grown` without `region`). Nothing where the outline is not nearly a sphere:
+    a lobe or a spicule is not told from a collar there."""
+    sphere = _outline_sphere(region, above, spacing)
+    if sphere is None:
+        return np.zeros_like(region)
+    centre, r = sphere
+    beyond = region & (_d2_from_mm(centre, region.shape, spacing) > (r + 0.5 * spacing.min()) ** 2)
+    labels, _ = ndimage.label(beyond)
+    touching = labels[beyond & ndimage.binary_dilation(grown & ~region, structure=np.ones((3, 3, 3), bool))]
+    return np.isin(labels, np.unique(touching))
+
+
+def _outline_sphere(body: np.ndarray, above: np.ndarray, spacing):
+    """(centre in mm, radius) of the sphere that fits `body`'s outline where it meets the lung
+    (where `above`, denser than the half-way level, ends), or None where that outline is not
+    nearly a sphere."""
+    step = _outline_steps(body, ~above, spacing)
+    # not where denser tissue is next to the outline too: the partial-volume skin of a vessel
+    surface = np.isfinite(step) & ~ndimage.binary_dilation(above & ~body, structure=np.ones((3, 3, 3), bool))
+    fit = _fit_sphere(np.argwhere(surface) * spacing, step[surface], spacing)
+    return None if fit is None or not fit[2] else fit[:2]
+
+
+def _outline_steps(body: np.ndarray, beyond: np.ndarray, spacing) -> np.ndarray:
+    """For the voxels of `body` next to `beyond` along an axis, the spacing across which they
+    are (the finest where several); inf elsewhere."""
+    step = np.full(body.shape, np.inf)
     for axis in range(3):
-        across = glass & ndimage.binary_dilation(~above, structure=_line(axis))
+        across = body & ndimage.binary_dilation(beyond, structure=_line(axis))
         step[across] = np.minimum(step[across], spacing[axis])
-    # ... but not where denser tissue is next to them too: the partial-volume skin of a vessel
-    surface = np.isfinite(step) & ~ndimage.binary_dilation(above & ~glass, structure=np.ones((3, 3, 3), bool))
-    pts = np.argwhere(surface) * spacing
-    if len(pts) < 30:
-        return None
-    (cz, cy, cx, d), *_ = np.linalg.lstsq(np.column_stack([2 * pts, np.ones(len(pts))]), (pts**2).sum(axis=1),
-                                          rcond=None)
-    centre = np.array([cz, cy, cx])
-    if d + centre @ centre <= 0:
-        return None
-    r = float(np.sqrt(d + centre @ centre))
-    rms = float(np.sqrt(np.mean((np.linalg.norm(pts - centre, axis=1) - r) ** 2)))
-    # voxel centres lie up to half a voxel off the surface: an RMS of a voxel / sqrt(12)
-    if rms > fit_rms * r + float(spacing.max()) / np.sqrt(12.0):
-        return None
-    if np.linalg.norm(np.asarray(seed) * spacing - centre) > r:
-        return None
-    r += 0.5 * float(np.mean(step[surface]))  # the level is crossed about half a step beyond their centres
-    grid = np.ogrid[tuple(slice(0, n) for n in glass.shape)]
-    return denser & (sum((g * sp - c) ** 2 for g, sp, c in zip(grid, spacing, centre)) <= r**2)
+    return step
+
+
+def _fit_sphere(pts: np.ndarray, steps: np.ndarray, spacing, start=None):
+    """(centre, radius, fits) of the sphere through outline voxels `pts` (mm), each next to the
+    outside across `steps` mm: least squares, or from `start` (centre, radius) on, keeping only
+    the points near the sphere as it goes (another structure's outline falls away). The radius is
+    taken to where the level is crossed, about half a step beyond the voxels' centres. It `fits`
+    where the points kept lie within OUTLINE_RMS of its radius (beyond what voxel centres standing
+    in for the outline add: a voxel / sqrt(12)) and, from `start`, are at least ROUND_SHARE of
+    them. None with too few points."""
+    keep = np.ones(len(pts), dtype=bool)
+    if start is not None:
+        keep = np.abs(np.linalg.norm(pts - start[0], axis=1) - start[1]) <= 0.25 * start[1]
+    for _ in range(1 if start is None else 6):
+        q = pts[keep]
+        if len(q) < 30:
+            return None
+        (cz, cy, cx, d), *_ = np.linalg.lstsq(np.column_stack([2 * q, np.ones(len(q))]), (q**2).sum(axis=1),
+                                              rcond=None)
+        centre = np.array([cz, cy, cx])
+        if d + centre @ centre <= 0:
+            return None
+        r = float(np.sqrt(d + centre @ centre))
+        resid = np.linalg.norm(pts - centre, axis=1) - r
+        rms = float(np.sqrt(np.mean(resid[keep] ** 2)))
+        if start is not None:
+            keep = np.abs(resid) <= max(float(spacing.min()), 2.0 * rms)
+    fits = rms <= OUTLINE_RMS * r + float(spacing.max()) / np.sqrt(12.0)
+    if start is not None:
+        fits = fits and keep.mean() >= ROUND_SHARE
+    return centre, r + 0.5 * float(np.mean(steps[keep])), fits
+
+
+def _d2_from_mm(centre, shape, spacing) -> np.ndarray:
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return sum((g * sp - c) ** 2 for g, sp, c in zip(grid, spacing, centre))
 
 
 def _attached(region: np.ndarray, body: np.ndarray, near: np.ndarray, give_mm: float, spacing,
@@ -168,7 +227,8 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
     two (the deepest level at which they still connect, by bisection on the distance to the
     region's edge). The nodule is then the union of the balls of its points deeper than the neck
     (each as wide as it is deep); when the attachment is that deep too, the region is opened
-    with a ball just wider than the neck instead."""
+    with a ball just wider than the neck instead. With no neck at all, a round nodule against
+    something as thick as itself is what `_round_part` finds."""
     from_seed = d2_from(seed, region.shape, spacing)
     far = region & (from_seed > (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
     if not far.any():
@@ -186,8 +246,8 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
         mid = (lo + hi) / 2.0
         part = component(depth >= mid, anchor)
         lo, hi = (mid, hi) if part is not None and (part & far).any() else (lo, mid)
-    if lo > NECK_RATIO * r0:  # no real neck: one thick body
-        return region
+    if lo > NECK_RATIO * r0:  # no real neck: one thick body, or a round nodule against something as thick
+        return _round_part(region, anchor, r0, spacing)
     # The nodule: the balls of its deep points (deeper than the attachment is thick, connected to
     # the seed without it), each as wide as it is deep, plus one voxel of surface detail.
     deep = component(depth > max(lo, BALL_DEPTH * r0) + 0.5 * spacing.min(), anchor)
@@ -199,6 +259,22 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
     for t in levels[:-1]:
         cover |= dilate_mm(deep & (depth >= t), t + spacing.min(), spacing)
     body = component(region & cover, seed)
+    return region if body is None else body
+
+
+def _round_part(region: np.ndarray, anchor, r0: float, spacing) -> np.ndarray:
+    """A round nodule against something as thick as itself (a vessel trunk it sits on): the part
+    of the region inside the sphere that fits its outline near the nodule (within COMPACT_EXTENT
+    inscribed radii of `anchor`), fitted from the nodule's inscribed ball there on, the trunk's
+    outline falling away as it goes; the region whole where most of that outline is not on one
+    sphere (an elongated nodule, a lobulated mass)."""
+    step = _outline_steps(region, ~region, spacing)
+    near = np.isfinite(step) & (d2_from(anchor, region.shape, spacing) <= (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
+    start = (np.asarray(anchor) * spacing, r0 + 0.5 * float(spacing.min()))
+    fit = _fit_sphere(np.argwhere(near) * spacing, step[near], spacing, start)
+    if fit is None or not fit[2] or not 0.8 * r0 <= fit[1] <= 2.0 * r0 or np.linalg.norm(start[0] - fit[0]) > fit[1]:
+        return region
+    body = component(region & (_d2_from_mm(fit[0], region.shape, spacing) <= fit[1] ** 2), anchor)
     return region if body is None else body
 
 
