@@ -27,6 +27,7 @@ COMPACT_EXTENT = 1.5  # a nodule reaches at most this many inscribed radii from 
 NECK_RATIO = 0.85  # an attachment is cut off where it is thinner than this many inscribed radii
 BALL_DEPTH = 0.8  # ... and then the nodule is the union of the balls of its points this deep
 ROUND_SHARE = 0.5  # with no neck, the share of the outline near the nodule that a sphere must fit
+CORE_BRIDGE = 0.5  # ground glass joins through denser tissue this many inscribed radii from its seed
 OUTLINE_RMS = 0.12  # a sphere fits an outline within this share of its radius (beyond voxel steps)
 
 
@@ -61,8 +62,15 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
     running through) is added back first, and so is what denser tissue hides of its round
     outline (`_hidden_by_denser`)."""
     dense = (hu > level) & allowed
-    region = dense & (hu < upper) if upper is not None and hu[seed] < upper else dense
-    region = component(region, seed)
+    if upper is not None and hu[seed] < upper:
+        # ground glass, seeded on glass: its pieces joined through the solid core at its centre
+        # (a core, or a vessel's end across it, can cut its ring of glass apart)
+        glass = dense & (hu < upper)
+        core = dense & ~glass & (d2_from(seed, hu.shape, spacing) <= (CORE_BRIDGE * r0) ** 2)
+        region = component(glass | core, seed)
+        region = None if region is None else region & glass
+    else:
+        region = component(dense, seed)
     if region is None:
         return np.zeros_like(dense)
     if upper is not None:
@@ -247,7 +255,7 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
         part = component(depth >= mid, anchor)
         lo, hi = (mid, hi) if part is not None and (part & far).any() else (lo, mid)
     if lo > NECK_RATIO * r0:  # no real neck: one thick body, or a round nodule against something as thick
-        return _round_part(region, anchor, r0, spacing)
+        return _round_part(region, seed, r0, spacing)
     # The nodule: the balls of its deep points (deeper than the attachment is thick, connected to
     # the seed without it), each as wide as it is deep, plus one voxel of surface detail.
     deep = component(depth > max(lo, BALL_DEPTH * r0) + 0.5 * spacing.min(), anchor)
@@ -262,19 +270,20 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
     return region if body is None else body
 
 
-def _round_part(region: np.ndarray, anchor, r0: float, spacing) -> np.ndarray:
+def _round_part(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
     """A round nodule against something as thick as itself (a vessel trunk it sits on): the part
     of the region inside the sphere that fits its outline near the nodule (within COMPACT_EXTENT
-    inscribed radii of `anchor`), fitted from the nodule's inscribed ball there on, the trunk's
-    outline falling away as it goes; the region whole where most of that outline is not on one
-    sphere (an elongated nodule, a lobulated mass)."""
+    inscribed radii of the seed), fitted from a ball of the inscribed radius at the seed on (the
+    deepest point may lie towards the trunk), the trunk's outline falling away as it goes; the
+    region whole where most of that outline is not on one sphere (an elongated nodule, a
+    lobulated mass)."""
     step = _outline_steps(region, ~region, spacing)
-    near = np.isfinite(step) & (d2_from(anchor, region.shape, spacing) <= (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
-    start = (np.asarray(anchor) * spacing, r0 + 0.5 * float(spacing.min()))
+    near = np.isfinite(step) & (d2_from(seed, region.shape, spacing) <= (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
+    start = (np.asarray(seed) * spacing, r0 + 0.5 * float(spacing.min()))
     fit = _fit_sphere(np.argwhere(near) * spacing, step[near], spacing, start)
     if fit is None or not fit[2] or not 0.8 * r0 <= fit[1] <= 2.0 * r0 or np.linalg.norm(start[0] - fit[0]) > fit[1]:
         return region
-    body = component(region & (_d2_from_mm(fit[0], region.shape, spacing) <= fit[1] ** 2), anchor)
+    body = component(region & (_d2_from_mm(fit[0], region.shape, spacing) <= fit[1] ** 2), seed)
     return region if body is None else body
 
 
