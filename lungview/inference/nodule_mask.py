@@ -66,8 +66,8 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
         # ground glass, seeded on glass: its pieces joined through the solid core at its centre
         # (a core, or a vessel's end across it, can cut its ring of glass apart)
         glass = dense & (hu < upper)
-        core = dense & ~glass & (d2_from(seed, hu.shape, spacing) <= (CORE_BRIDGE * r0) ** 2)
-        region = component(glass | core, seed)
+        solid = dense & ~glass & (d2_from(seed, hu.shape, spacing) <= (CORE_BRIDGE * r0) ** 2)
+        region = component(glass | solid, seed)
         region = None if region is None else region & glass
     else:
         region = component(dense, seed)
@@ -255,7 +255,7 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
         part = component(depth >= mid, anchor)
         lo, hi = (mid, hi) if part is not None and (part & far).any() else (lo, mid)
     if lo > NECK_RATIO * r0:  # no real neck: one thick body, or a round nodule against something as thick
-        return _round_part(region, seed, r0, spacing)
+        return _round_part(region, seed, r0, spacing, from_seed)
     # The nodule: the balls of its deep points (deeper than the attachment is thick, connected to
     # the seed without it), each as wide as it is deep, plus one voxel of surface detail.
     deep = component(depth > max(lo, BALL_DEPTH * r0) + 0.5 * spacing.min(), anchor)
@@ -270,15 +270,15 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
     return region if body is None else body
 
 
-def _round_part(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
+def _round_part(region: np.ndarray, seed, r0: float, spacing, from_seed: np.ndarray) -> np.ndarray:
     """A round nodule against something as thick as itself (a vessel trunk it sits on): the part
     of the region inside the sphere that fits its outline near the nodule (within COMPACT_EXTENT
     inscribed radii of the seed), fitted from a ball of the inscribed radius at the seed on (the
     deepest point may lie towards the trunk), the trunk's outline falling away as it goes; the
     region whole where most of that outline is not on one sphere (an elongated nodule, a
-    lobulated mass)."""
+    lobulated mass). `from_seed`: squared mm from the seed."""
     step = _outline_steps(region, ~region, spacing)
-    near = np.isfinite(step) & (d2_from(seed, region.shape, spacing) <= (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
+    near = np.isfinite(step) & (from_seed <= (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
     start = (np.asarray(seed) * spacing, r0 + 0.5 * float(spacing.min()))
     fit = _fit_sphere(np.argwhere(near) * spacing, step[near], spacing, start)
     if fit is None or not fit[2] or not 0.8 * r0 <= fit[1] <= 2.0 * r0 or np.linalg.norm(start[0] - fit[0]) > fit[1]:
