@@ -184,13 +184,14 @@ def _pleural_side(vol: CtVolume, c, box, r0: float, spacing) -> np.ndarray | Non
 def _edge_hu(hu, region, seed, r0: float, spacing, lung_hu: float = LUNG_HU) -> float:
     """Density just inside the nodule's edge: the median of voxels 1-2.5 mm deep (a pixel to two
     pixels where pixels are coarser), measured in
-    the axial plane on the slices through the nodule's middle (the in-plane blur is small; the
-    slices above and below the middle are mostly partial volume). Where at least GLASS_SHARE of
+    the axial plane on the slices through the nodule's middle, those within r0 / 2 of the seed's
+    (the in-plane blur is small; the slices above and below are mostly partial volume: at 2.5 mm
+    slices those of a 7 mm nodule would set its level 100 HU low). Where at least GLASS_SHARE of
     that shell is ground glass and its median lies more than half GROUND_GLASS_BAND above the
     glass's own, the nodule is ground glass that a vessel crosses or touches: the glass's median
     (the vessel's density would set a level above the glass and lose the nodule)."""
     sz = spacing[0]
-    half = max(1, int(np.floor(max(r0 / 2.0, sz) / sz)))
+    half = int(np.floor(r0 / 2.0 / sz))
     ks = range(max(0, seed[0] - half), min(region.shape[0], seed[0] + half + 1))
     pixel = float(max(spacing[1:]))  # coarse pixels: the shell starts a pixel in, past the blurred edge
     lo, hi = max(1.0, 1.01 * pixel), max(2.5, 2.01 * pixel)
@@ -209,8 +210,12 @@ def _edge_hu(hu, region, seed, r0: float, spacing, lung_hu: float = LUNG_HU) -> 
 
 
 def _densest_near(hu: np.ndarray, local, spacing) -> tuple[int, int, int]:
-    """The densest voxel within about 1.5 mm of `local` (a ring-shaped centre still works)."""
-    half = np.maximum(1, np.round(1.5 / spacing)).astype(int)
+    """The densest voxel within 1.5 mm of `local` along each axis (a ring-shaped centre still
+    works; in the plane at least the next pixel): on the centre's own slice where slices are
+    thicker than that, since the next slice, 2.5 mm away, may hold the vessel a small nodule
+    touches rather than the nodule (the nodule is then measured from the vessel)."""
+    half = np.floor(1.5 / spacing + 1e-9).astype(int)
+    half[1:] = np.maximum(1, half[1:])
     near = tuple(slice(max(0, x - n), x + n + 1) for x, n in zip(local, half))
     patch = hu[near]
     return tuple(int(s.start + i) for s, i in zip(near, np.unravel_index(int(np.argmax(patch)), patch.shape)))

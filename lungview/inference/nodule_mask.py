@@ -26,9 +26,10 @@ STUB_MAX_R0_MM = 8.0
 COMPACT_EXTENT = 1.5  # a nodule reaches at most this many inscribed radii from its centre
 NECK_RATIO = 0.85  # an attachment is cut off where it is thinner than this many inscribed radii
 BALL_DEPTH = 0.8  # ... and then the nodule is the union of the balls of its points this deep
-ROUND_SHARE = 0.5  # with no neck, the share of the outline near the nodule that a sphere must fit
+ROUND_SHARE = 0.4  # with no neck, the share of the outline near the nodule that a sphere must fit
 CORE_BRIDGE = 0.5  # ground glass joins through denser tissue this many inscribed radii from its seed
 OUTLINE_RMS = 0.12  # a sphere fits an outline within this share of its radius (beyond voxel steps)
+CORE_LOSS = (0.02, 2)  # an opening keeps the nodule whole: its core loses at most this share, or voxels if more
 
 
 def dilate_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
@@ -92,7 +93,8 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
         near = dilate_mm(body, give_mm, spacing)
         back = component(region & near, seed)
         back = body if back is None else back
-        if (core & ~back).sum() <= 0.02 * core.sum():  # the nodule itself kept whole
+        # the nodule itself kept whole (on a small core 2 % is less than a voxel: the voxel grid's own loss)
+        if (core & ~back).sum() <= max(CORE_LOSS[0] * core.sum(), CORE_LOSS[1]):
             if upper is None and r0 < STUB_MAX_R0_MM and np.ptp(np.flatnonzero(body.any(axis=(1, 2)))) >= 2:
                 # (ground glass keeps its band's give-back: its vessels are denser; a body in one or two
                 # slices keeps it too: the give-back is then all that holds its partial-volume caps)
@@ -275,8 +277,8 @@ def _round_part(region: np.ndarray, seed, r0: float, spacing, from_seed: np.ndar
     of the region inside the sphere that fits its outline near the nodule (within COMPACT_EXTENT
     inscribed radii of the seed), fitted from a ball of the inscribed radius at the seed on (the
     deepest point may lie towards the trunk), the trunk's outline falling away as it goes; the
-    region whole where most of that outline is not on one sphere (an elongated nodule, a
-    lobulated mass). `from_seed`: squared mm from the seed."""
+    region whole where less than ROUND_SHARE of that outline is on one sphere (an elongated
+    nodule, a lobulated mass). `from_seed`: squared mm from the seed."""
     step = _outline_steps(region, ~region, spacing)
     near = np.isfinite(step) & (from_seed <= (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
     start = (np.asarray(seed) * spacing, r0 + 0.5 * float(spacing.min()))

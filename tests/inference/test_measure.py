@@ -142,6 +142,17 @@ def test_round_nodule_on_a_vessel_as_thick_as_itself(spacing, vessel_radius):
 
 
 @pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.25), (0.7, 0.7, 2.5)])
+def test_small_nodule_at_the_end_of_a_denser_vessel_is_seeded_on_its_own_slice(spacing):
+    """A 7 mm solid ball (35 HU) from whose top a 5 mm vessel, denser (60 HU), runs on along the
+    slices, 1 mm off its axis: the seed is the densest voxel within 1.5 mm of the centre, on the
+    centre's own slice at 2.5 mm slices, not the vessel's in the next slice (seeded there, the
+    ball measured +9.0 %)."""
+    r = 3.5
+    vol, c = ball_beside(spacing, r, 35.0, 60.0, lambda x, y, z: ((x - 1.0) ** 2 + y**2 <= 2.5**2) & (z >= r - 0.5))
+    assert measure(vol, c).diameter_mm == pytest.approx(2 * r, rel=0.05)
+
+
+@pytest.mark.parametrize("spacing", [(0.7, 0.7, 1.25), (0.7, 0.7, 2.5)])
 @pytest.mark.parametrize("oblique", [False, True])
 def test_nodule_inside_an_airway_keeps_none_of_its_wall(spacing, oblique):
     """A 7 mm solid ball in the 9 mm lumen of an airway (a 1.5 mm wall of the ball's density), touching
