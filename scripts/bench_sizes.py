@@ -48,6 +48,10 @@ def main() -> int:
     print(f"  equivalent diameter error: median |e| {100 * np.median(np.abs(err)):.1f} %, "
           f"{int(within.sum())} ({100 * within.mean():.1f} %) within 5 %, "
           f"worst {100 * err[np.argmax(np.abs(err))]:+.1f} %")
+    for sl in (1.25, 2.5):
+        e = np.array([r[-1] for r in rows if r[0] == sl])
+        print(f"  at {sl} mm slices: n={len(e)}, median |e| {100 * np.median(np.abs(e)):.1f} %, "
+              f"{int((np.abs(e) <= 0.05).sum())} within 5 %")
     for key in sorted({r[2] for r in rows}):
         e = np.array([r[-1] for r in rows if r[2] == key])
         print(f"  {key:13} n={len(e):2d}  median |e| {100 * np.median(np.abs(e)):4.1f} %  worst {100 * e[np.argmax(np.abs(e))]:+5.1f} %")
