@@ -63,11 +63,12 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
     running through) is added back first, and so is what denser tissue hides of its round
     outline (`_hidden_by_denser`)."""
     dense = (hu > level) & allowed
+    from_seed = d2_from(seed, hu.shape, spacing)  # squared mm
     if upper is not None and hu[seed] < upper:
         # ground glass, seeded on glass: its pieces joined through the solid core at its centre
         # (a core, or a vessel's end across it, can cut its ring of glass apart)
         glass = dense & (hu < upper)
-        solid = dense & ~glass & (d2_from(seed, hu.shape, spacing) <= (CORE_BRIDGE * r0) ** 2)
+        solid = dense & ~glass & (from_seed <= (CORE_BRIDGE * r0) ** 2)
         region = component(glass | solid, seed)
         region = None if region is None else region & glass
     else:
@@ -79,7 +80,7 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
         hidden = _hidden_by_denser(region & (hu < upper), dense & ~region, hu > level, seed, spacing)
         if hidden is not None:
             region = component(region | hidden, seed)
-    core = region & (d2_from(seed, region.shape, spacing) <= (0.8 * r0) ** 2)
+    core = region & (from_seed <= (0.8 * r0) ** 2)
     grown = region
     attached = None
     for fraction in OPENING_FRACTIONS:
@@ -101,7 +102,7 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
                 attached = _attached(region, body, near, give_mm, spacing, allowed) & ~core
             region = back
             break
-    region = _cut_at_neck(region, seed, r0, spacing)
+    region = _cut_at_neck(region, seed, r0, spacing, from_seed)
     if attached is not None and attached.any():
         region = region & ~attached
         kept = component(region & ~_collar(region, grown, hu > level, spacing), seed)
@@ -231,15 +232,14 @@ def _line(*axes: int) -> np.ndarray:
     return np.ones(tuple(3 if a in axes else 1 for a in range(3)), dtype=bool)
 
 
-def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing) -> np.ndarray:
+def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing, from_seed: np.ndarray) -> np.ndarray:
     """What reaches beyond a nodule's extent (COMPACT_EXTENT inscribed radii) and is thick (not
     a spicule) is something attached as thick as the nodule, a vessel: find the neck between the
     two (the deepest level at which they still connect, by bisection on the distance to the
     region's edge). The nodule is then the union of the balls of its points deeper than the neck
     (each as wide as it is deep); when the attachment is that deep too, the region is opened
     with a ball just wider than the neck instead. With no neck at all, a round nodule against
-    something as thick as itself is what `_round_part` finds."""
-    from_seed = d2_from(seed, region.shape, spacing)
+    something as thick as itself is what `_round_part` finds. `from_seed`: squared mm from the seed."""
     far = region & (from_seed > (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
     if not far.any():
         return region

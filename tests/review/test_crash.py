@@ -100,8 +100,9 @@ def test_kill_9_never_leaves_a_workspace_that_does_not_load(tmp_path):
             box, crop = masks.mask(f"2.25.{j}")
             assert crop.sum() == 1 and tuple(s.start for s in box) == voxel(j - 1)
         last_masked = len(masked)
-        grew += len(review) > last
-        wait = 0.02 if len(review) > last else min(0.2, 1.5 * wait)
+        grown = len(review) > last
+        grew += grown
+        wait = 0.02 if grown else min(0.2, 1.5 * wait)
         last = len(review)
     # the kills did land while saves were going on, some in the middle of writing one
     assert grew >= 100 and mid_write >= 10, (grew, mid_write)
