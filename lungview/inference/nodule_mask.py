@@ -1,12 +1,13 @@
 """Shaping a nodule's grown region (inference.measure grows it): morphology in mm for any voxel
 spacing, and the steps that take off what is not the nodule and complete what is hidden of it.
 The region is opened with a ball of half the inscribed radius r0 so that vessels and spicules
-fall off and given back what the opening shaved off its own surface, but not (below 16 mm or so)
-the stub of a vessel or the collar of an airway wall that goes on beyond it, nor what the ball
-kept of such a structure in the corner between it and a round nodule; an attachment as thick as
-the nodule is cut at its neck, and a round nodule against something thicker (a vessel trunk)
-is the sphere its outline fits. Ground glass gets back what is denser inside it (a solid core, a
-vessel running through) and what a vessel or bronchus hides of its round outline.
+fall off and given back what the opening shaved off its own surface, but not (below 16 mm or so;
+above, only a vessel trunk's, 5 mm or more across) the stub of a vessel or the collar of an
+airway wall that goes on beyond it, nor what the ball kept of such a structure in the corner
+between it and a round nodule; an attachment as thick as the nodule is cut at its neck, and a
+round nodule against something thicker (a vessel trunk) is the sphere its outline fits. Ground
+glass gets back what is denser inside it (a solid core, a vessel running through) and what a
+vessel or bronchus hides of its round outline.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ GIVE_BACK_MM = 3.0  # what the opening shaved off is given back this far (more w
 # draw (LIDC-IDRI-0001, r0 10 mm: without them its long axis fell from 29.6 to 25.6 mm, its four readers'
 # contours giving 32.0-33.7 mm).
 STUB_MAX_R0_MM = 8.0
+TRUNK_MM = 5.0  # ... but from any nodule, the stub of a vessel this thick or thicker (a trunk it sits against)
 COMPACT_EXTENT = 1.5  # a nodule reaches at most this many inscribed radii from its centre
 NECK_RATIO = 0.85  # an attachment is cut off where it is thinner than this many inscribed radii
 BALL_DEPTH = 0.8  # ... and then the nodule is the union of the balls of its points this deep
@@ -57,7 +59,8 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
     opened body, at most GIVE_BACK_MM. The ball is half the inscribed radius r0, smaller when
     that would eat into the nodule itself (its inner 0.8 r0). A solid nodule smaller than
     STUB_MAX_R0_MM then loses what the give-back took from a structure that goes on beyond it (a
-    vessel's stub, the collar of an airway wall it touches: `_attached`), after any neck is cut,
+    vessel's stub, the collar of an airway wall it touches: `_attached`), a larger one only what it
+    took from a vessel TRUNK_MM or more across, after any neck is cut,
     and where its outline is round, what lies beyond that sphere next to what was taken off
     (`_collar`). With `upper`, denser tissue inside the ground glass (a solid core, a vessel
     running through) is added back first, and so is what denser tissue hides of its round
@@ -96,10 +99,11 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
         back = body if back is None else back
         # the nodule itself kept whole (on a small core 2 % is less than a voxel: the voxel grid's own loss)
         if (core & ~back).sum() <= max(CORE_LOSS[0] * core.sum(), CORE_LOSS[1]):
-            if upper is None and r0 < STUB_MAX_R0_MM and np.ptp(np.flatnonzero(body.any(axis=(1, 2)))) >= 2:
+            if upper is None and np.ptp(np.flatnonzero(body.any(axis=(1, 2)))) >= 2:
                 # (ground glass keeps its band's give-back: its vessels are denser; a body in one or two
                 # slices keeps it too: the give-back is then all that holds its partial-volume caps)
-                attached = _attached(region, body, near, give_mm, spacing, allowed) & ~core
+                trunk = 0.0 if r0 < STUB_MAX_R0_MM else TRUNK_MM / 2.0
+                attached = _attached(region, body, near, give_mm, spacing, allowed, trunk) & ~core
             region = back
             break
     region = _cut_at_neck(region, seed, r0, spacing, from_seed)
@@ -197,15 +201,19 @@ def _d2_from_mm(centre, shape, spacing) -> np.ndarray:
 
 
 def _attached(region: np.ndarray, body: np.ndarray, near: np.ndarray, give_mm: float, spacing,
-              allowed: np.ndarray) -> np.ndarray:
+              allowed: np.ndarray, trunk: float = 0.0) -> np.ndarray:
     """What the give-back would take from something that goes on beyond its reach (a vessel's
     stub, the collar of an airway wall the nodule touches): the shaved voxels within `give_mm`
     of such a continuation, measured along the shaved voxels. A lobulation or a voxel's worth of
     surface lies wholly within reach and is not among them; nor is a juxtapleural nodule's rim
     along the pleura (within `give_mm` of where `allowed` ends), which the opening shaves as the
-    wedge between the nodule and the wall, a vessel beside it or not."""
+    wedge between the nodule and the wall, a vessel beside it or not. With `trunk` (mm), only
+    what goes on beyond at least that deep: half a trunk's width, not the bases of the thinner
+    vessels and spicules converging on a tumour, which readers draw."""
     shaved = region & ~body
     far = shaved & ~near
+    if trunk > 0 and far.any():
+        far &= ndimage.distance_transform_edt(region, sampling=spacing) >= trunk
     if not far.any():
         return far
     reach = _geodesic_dilate(far, shaved, give_mm, spacing)
