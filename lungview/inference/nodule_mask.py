@@ -56,15 +56,17 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
     """The region above `level` (and below `upper`: ground glass) connected to the seed, opened
     with a ball (vessels and spicules thinner than it fall off), then given back what the
     opening shaved off its own surface: the part of the region within the ball's radius of the
-    opened body, at most GIVE_BACK_MM. The ball is half the inscribed radius r0, smaller when
-    that would eat into the nodule itself (its inner 0.8 r0). A solid nodule smaller than
-    STUB_MAX_R0_MM then loses what the give-back took from a structure that goes on beyond it (a
-    vessel's stub, the collar of an airway wall it touches: `_attached`), a larger one only what it
-    took from a vessel TRUNK_MM or more across, after any neck is cut,
-    and where its outline is round, what lies beyond that sphere next to what was taken off
-    (`_collar`). With `upper`, denser tissue inside the ground glass (a solid core, a vessel
-    running through) is added back first, and so is what denser tissue hides of its round
-    outline (`_hidden_by_denser`)."""
+    opened body, at most GIVE_BACK_MM, and on slices thicker than that, over the body in a slice
+    next to it that the opening emptied (the cap of a small nodule: its surface lies half a slice
+    beyond the body's voxels, within reach, their centres a whole slice away). The ball is half
+    the inscribed radius r0, smaller when that would eat into the nodule itself (its inner 0.8
+    r0). A solid nodule smaller than STUB_MAX_R0_MM then loses what the give-back took from a
+    structure that goes on beyond it (a vessel's stub, the collar of an airway wall it touches:
+    `_attached`), a larger one only what it took from a vessel TRUNK_MM or more across, after
+    any neck is cut, and where its outline is round, what lies beyond that sphere next to what
+    was taken off (`_collar`). With `upper`, denser tissue inside the ground glass (a solid core,
+    a vessel running through) is added back first, and so is what denser tissue hides of its
+    round outline (`_hidden_by_denser`)."""
     dense = (hu > level) & allowed
     from_seed = d2_from(seed, hu.shape, spacing)  # squared mm
     if upper is not None and hu[seed] < upper:
@@ -95,6 +97,8 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
             continue
         give_mm = min(opening_mm, GIVE_BACK_MM)
         near = dilate_mm(body, give_mm, spacing)
+        if spacing[0] > give_mm:  # a cap slice the opening emptied: its voxels over the body's
+            near |= ndimage.binary_dilation(body, structure=_line(0)) & ~body.any(axis=(1, 2))[:, None, None]
         back = component(region & near, seed)
         back = body if back is None else back
         # the nodule itself kept whole (on a small core 2 % is less than a voxel: the voxel grid's own loss)
