@@ -274,7 +274,7 @@ def _second_pass(hu, first, allowed, seed, r0: float, lung_hu: float, spacing, f
         return first, lung_hu + GROUND_GLASS_ABOVE_LUNG
     body = first & (from_seed <= (r0 + 1.5) ** 2)  # not the vessels it touches
     edge = _edge_hu(hu, body, seed, r0, spacing, lung_hu)
-    level = min(float(np.clip((edge + lung_hu) / 2.0, lung_hu + 100.0, -300.0)), float(hu[seed]) - 1.0)
+    level = min(max((edge + lung_hu) / 2.0, lung_hu + 100.0), float(hu[seed]) - 1.0)
     upper = edge + GROUND_GLASS_BAND if edge < GROUND_GLASS_EDGE_HU else None
     if upper is not None and hu[seed] >= upper:  # seed on ground glass, not on a vessel or the core
         glass = (hu > level) & (hu < upper) & allowed & (from_seed <= (r0 + 2.0) ** 2)
