@@ -177,13 +177,15 @@ def _print_scans(scans, threshold) -> None:
         dets = scan["detections"]
         print(f"  {len(dets)} detection(s) with p_nodule >= {threshold:g} of {scan['candidates']} candidates")
         if dets:
-            print(f"  {'x mm':>8} {'y mm':>8} {'z mm':>8} {'p_nod':>6} {'p_mal':>6} {'diam':>6} {'long':>6} "
-                  f"{'short':>6} {'mm3':>8}  size")
+            # sizes as the JSON and CSV hold them (to 0.01 mm): rounded again to 0.1 mm, a 6.9497 mm
+            # nodule would read 7.0 here and 6.9 in the viewer
+            print(f"  {'x mm':>8} {'y mm':>8} {'z mm':>8} {'p_nod':>6} {'p_mal':>6} {'diam':>7} {'long':>7} "
+                  f"{'short':>7} {'mm3':>8}  size")
         for d in dets:
             x, y, z = d["center_xyz"]
             p_mal = "-" if d["p_malignant"] is None else f"{d['p_malignant']:.3f}"
-            print(f"  {x:8.1f} {y:8.1f} {z:8.1f} {d['p_nodule']:6.3f} {p_mal:>6} {d['diameter_mm']:6.1f} "
-                  f"{d['long_axis_mm']:6.1f} {d['short_axis_mm']:6.1f} {d['volume_mm3']:8.0f}  {d['size_category']}"
+            print(f"  {x:8.1f} {y:8.1f} {z:8.1f} {d['p_nodule']:6.3f} {p_mal:>6} {d['diameter_mm']:7.2f} "
+                  f"{d['long_axis_mm']:7.2f} {d['short_axis_mm']:7.2f} {d['volume_mm3']:8.0f}  {d['size_category']}"
                   + "".join(f"  ({n})" for n in d["notes"]))
 
 

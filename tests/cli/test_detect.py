@@ -77,9 +77,18 @@ def test_detect_json_csv_and_evaluate_as_luna16(scan_dir, tmp_path, capsys):
 
 def test_detect_text_output_names_device_and_models(scan_dir, capsys):
     path, _ = scan_dir
-    assert main(["detect", str(path), *book_args()]) == 0
+    assert main(["detect", str(path), *book_args(), "--threshold", "0"]) == 0
     out = capsys.readouterr().out
     assert "device: CPU" in out and "segmentation book UNetWrapper" in out and "timings:" in out
+    # the table's sizes are the JSON's, not rounded a second time (6.95 of 6.9497 would print 7.0)
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["x", "mm"])
+    rows = [line.split() for line in lines[header + 1:]]
+    assert main(["detect", str(path), *book_args(), "--threshold", "0", "--json"]) == 0
+    (scan,) = json.loads(capsys.readouterr().out)["scans"]
+    assert len(rows) == len(scan["detections"]) > 0
+    for row, d in zip(rows, scan["detections"]):
+        assert row[5:8] == [f"{d[k]:.2f}" for k in ("diameter_mm", "long_axis_mm", "short_axis_mm")]
 
 
 def test_detect_errors(scan_dir, tmp_path, capsys):
