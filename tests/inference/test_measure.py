@@ -219,6 +219,16 @@ def test_part_solid_nodule_whose_glass_its_core_cuts_apart():
     assert got == pytest.approx(n.equivalent_diameter_mm, rel=0.05)
 
 
+def test_juxtapleural_nodule_on_a_rib_where_no_pleura_fits():
+    """Phantom seed 202 at 1.25 mm slices: a 13.7 mm juxtapleural nodule against a rib, where the
+    wall is too curved for the pleura's quadric and the local closing lets the rib in: the mask
+    stops at the rib's cortex (over 400 HU; +10.5 % with the rib's marrow inside it)."""
+    ph = make_phantom(202, size=512, slices=160, pixel_mm=0.7, slice_mm=1.25, nodules=6)
+    (n,) = [n for n in ph.nodules if n.kind == "juxtapleural" and 13.0 < n.equivalent_diameter_mm < 14.0]
+    got = measure(ph.volume, n.center_irc, lung=lung_mask(ph.volume)).diameter_mm
+    assert got == pytest.approx(n.equivalent_diameter_mm, rel=0.05)
+
+
 def glass_and_vessel(spacing, R, rv, axis_mm):
     """A ground-glass ball (-600 HU) of radius `R` mm at the centre, in lung, and a vessel (40 HU) of
     radius `rv` along x whose axis runs `axis_mm` from the centre, drawn over the glass; each voxel
