@@ -42,7 +42,7 @@ GROUND_GLASS_EDGE_HU = -300.0  # an edge below this is ground glass ...
 GROUND_GLASS_BAND = 250.0  # ... and the mask then stops this far above the edge density
 GLASS_SHARE = 0.25  # a shell this much ground glass, its median far above the glass's: glass a vessel crosses
 CALCIFIED_EDGE_HU = 200.0  # an edge above this is calcium: denser than half-way to soft tissue, or its blur into lung
-BONE_HU = 400.0  # a soft-tissue nodule's mask stops at bone this dense (where the pleura cannot be fitted)
+BONE_HU = 400.0  # a soft-tissue nodule's mask stops at bone this dense (a rib the local closing lets in)
 SOFT_TISSUE_HU = 40.0
 WALL_TISSUE_MM = 3.0  # the pleura is fitted where tissue this thick meets air (not a vessel)
 PLEURA_RMS_MM = 1.5  # ... by a quadric that fits it this closely (else the local closing is used)
@@ -281,12 +281,12 @@ def _second_pass(hu, first, allowed, seed, r0: float, lung_hu: float, spacing, f
         glass = (hu > level) & (hu < upper) & allowed & (from_seed <= (r0 + 2.0) ** 2)
         if glass.any():
             seed = tuple(int(i) for i in np.argwhere(glass)[np.argmin(from_seed[glass])])
-    if upper is None and edge <= CALCIFIED_EDGE_HU:  # soft tissue: not the bone it touches (a rib's cortex)
-        allowed = allowed & (hu <= BONE_HU)
     if edge > CALCIFIED_EDGE_HU:  # calcified: far denser than the vessels it may sit on
         core = component((hu > (edge + SOFT_TISSUE_HU) / 2.0) & allowed, seed)
         if core is not None:  # the edge's blur around the calcium, not the vessel beside it
             allowed = allowed & (core | _between(core, hu < (lung_hu + SOFT_TISSUE_HU) / 2.0))
+    elif upper is None:  # soft tissue: not the bone it touches (a rib's cortex)
+        allowed = allowed & (hu <= BONE_HU)
     return grow(hu, allowed, seed, level, spacing, r0, upper), level
 
 
