@@ -12,7 +12,9 @@ inference.nodule_mask (vessels, spicules, stubs and attachments off; what is hid
 completed). A juxtapleural nodule ends at the pleural line: the wall's surface around it, fitted
 with a quadric and carried on under its base, as a reader draws it; where the wall is not that
 smooth (a corner, a fissure), the chest wall and mediastinum are kept out by closing the lung's air
-locally, and a soft-tissue nodule stops at bone (a rib's cortex, over BONE_HU) the closing lets in.
+locally (with a ball wider than the nodule; for a nodule sunk in the wall, as wide as the wall beside
+it holds, so that the ball does not rise far into its base), and a soft-tissue nodule stops at bone
+(a rib's cortex, over BONE_HU) the closing lets in.
 
 From the mask: the volume, the equivalent-sphere diameter (`diameter_mm`, what LUNA16's
 diameter_mm is compared with), and on the axial slice of largest extent the long axis (largest
@@ -46,6 +48,9 @@ BONE_HU = 400.0  # a soft-tissue nodule's mask stops at bone this dense (a rib t
 SOFT_TISSUE_HU = 40.0
 WALL_TISSUE_MM = 3.0  # the pleura is fitted where tissue this thick meets air (not a vessel)
 PLEURA_RMS_MM = 1.5  # ... by a quadric that fits it this closely (else the local closing is used)
+MAX_BALL_MM = 25.0  # the local closing's ball: wider than the nodule (1.5 r0 + 3 mm), at most this ...
+RISE_MM = 1.0  # ... and where that would rise more than this into a sunk nodule's base, as wide as the wall holds
+WALL_FIT = 0.8  # ... with room to spare (a ball as deep as the wall keeps only the wall's deepest point)
 
 
 @dataclass(frozen=True)
@@ -137,13 +142,41 @@ def _lung_side(vol: CtVolume, c, box, reach_mm: float, radius_mm: float, spacing
     return out
 
 
+def _wall_ring(r0: float) -> tuple[float, float]:
+    """(inner, outer) radius in mm of the shell around a nodule of inscribed radius r0 where the
+    chest wall beside it is looked at: beyond the nodule's reach (COMPACT_EXTENT r0)."""
+    return COMPACT_EXTENT * r0 + 2.0, COMPACT_EXTENT * r0 + 10.0
+
+
+def _closing_ball(vol: CtVolume, c, r0: float, width: float, wall: float, spacing) -> float:
+    """The ball of the local closing that keeps the chest wall out: `wall`, wider than the nodule
+    (`width`, its depth at the seed). But a ball in the wall rises into the base of a nodule sunk
+    in it, by about width^2 / (2 ball) (the ball's cap under the base's circle, whose radius is
+    about the nodule's width, is taken for wall: at 1.25 mm slices, a 13.4 mm phantom nodule lost
+    9 % of its diameter to it); where that is more than RISE_MM, the ball is as wide as the wall
+    beside the nodule holds (WALL_FIT of its depth in the ring where the pleura is fitted), at
+    most MAX_BALL_MM. Not for smaller nodules: there a wider ball shaves more of the wall's own
+    relief along them (a voxel staircase) into the lung's side than it gives back of the base."""
+    if width * width / (2.0 * wall) <= RISE_MM:
+        return wall
+    ring = _wall_ring(r0)
+    outer, lo = _box(vol, c, ring[1] + MAX_BALL_MM, spacing)
+    tissue = vol.hu[outer] >= -400
+    d2 = d2_from(tuple(int(x) for x in np.asarray(c) - lo), tissue.shape, spacing)
+    beside = tissue & (d2 >= ring[0] ** 2) & (d2 <= ring[1] ** 2)
+    if not beside.any():
+        return wall
+    depth = ndimage.distance_transform_edt(tissue, sampling=spacing)
+    return float(np.clip(WALL_FIT * depth[beside].max(), wall, MAX_BALL_MM))
+
+
 def _pleural_side(vol: CtVolume, c, box, r0: float, spacing) -> np.ndarray | None:
     """The lung's side of the pleura, over `box`: the wall's surface around a juxtapleural
     nodule (where tissue too thick for a vessel meets air, in a ring beyond the nodule's reach
     of COMPACT_EXTENT r0) fitted with a quadric and carried on under the nodule, as a reader
     draws the pleural line through its base. None where the surface is not smooth enough for
     that (a corner, a fissure) or too little of it is seen."""
-    ring = (COMPACT_EXTENT * r0 + 2.0, COMPACT_EXTENT * r0 + 10.0)
+    ring = _wall_ring(r0)
     outer, lo = _box(vol, c, ring[1] + WALL_TISSUE_MM + 2.0, spacing)
     tissue = vol.hu[outer] >= -400
     kept = open_mm(tissue, WALL_TISSUE_MM, spacing)  # no vessel thinner than this
@@ -238,7 +271,8 @@ def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_h
         dense[local] = True
     # the closing ball must be wider than the nodule, not than the wall behind it: the nodule's
     # depth at the seed (the chest wall can only make the deepest point near it deeper)
-    wall = float(np.clip(1.5 * min(r0, at_seed) + 3.0, 6.0, 25.0))
+    width = min(r0, at_seed)
+    wall = float(np.clip(1.5 * width + 3.0, 6.0, MAX_BALL_MM))
     pleura = None
     if ndimage.distance_transform_edt(dense, sampling=spacing).max() > wall:
         # attached to something a ball of `wall` fits in: the chest wall, the mediastinum
@@ -250,7 +284,11 @@ def _measure_at(vol: CtVolume, seed: np.ndarray, limit: float, r0: float, lung_h
                 from_seed = d2_from(local, hu.shape, spacing)
             else:
                 pleura = None
-        allowed &= _lung_side(vol, seed, box, limit + 3.0, wall, spacing) if pleura is None else pleura
+        if pleura is None:
+            allowed &= _lung_side(vol, seed, box, limit + 3.0, _closing_ball(vol, seed, r0, width, wall, spacing),
+                                  spacing)
+        else:
+            allowed &= pleura
     if pleura is None and inside is not None and inside[local]:
         # (the fitted pleura is finer than the lung mask, whose edge is known to a step of its
         # 2.5 mm grid: within a step beyond it, a juxtapleural nodule's base is the closing's)

@@ -229,6 +229,19 @@ def test_juxtapleural_nodule_on_a_rib_where_no_pleura_fits():
     assert got == pytest.approx(n.equivalent_diameter_mm, rel=0.05)
 
 
+@pytest.mark.parametrize("slice_mm", [1.25, 2.5])
+def test_juxtapleural_nodule_sunk_in_a_wall_where_no_pleura_fits(slice_mm):
+    """Phantom seed 283: a 13.4 mm juxtapleural nodule sunk in a wall too curved for the pleura's
+    quadric (it fits within 2.0-2.2 mm), so the local closing keeps the wall out. A ball in the
+    wall rises into the base of what is sunk in it by about width^2 / (2 ball): the narrowest ball
+    wider than the nodule (12-14 mm) took the base's middle for wall (-8.8 % at 1.25 mm slices,
+    -9.5 % at 2.5 mm); one as wide as the wall beside it holds leaves less of it."""
+    ph = make_phantom(283, size=512, slices=int(200 / slice_mm), pixel_mm=0.7, slice_mm=slice_mm, nodules=6)
+    (n,) = [n for n in ph.nodules if n.kind == "juxtapleural" and 13.0 < n.equivalent_diameter_mm < 14.0]
+    got = measure(ph.volume, n.center_irc, lung=lung_mask(ph.volume)).diameter_mm
+    assert got == pytest.approx(n.equivalent_diameter_mm, rel=0.05)
+
+
 def glass_and_vessel(spacing, R, rv, axis_mm):
     """A ground-glass ball (-600 HU) of radius `R` mm at the centre, in lung, and a vessel (40 HU) of
     radius `rv` along x whose axis runs `axis_mm` from the centre, drawn over the glass; each voxel
