@@ -10,7 +10,7 @@ from scipy import ndimage
 from lungview.core import CtVolume
 from lungview.core.shape import equivalent_diameter
 from lungview.synthetic import anatomy
-from lungview.synthetic.shapes import draw_nodule, draw_tube
+from lungview.synthetic.shapes import draw_nodule, draw_tube, nodule_axes, nodule_body
 
 PHANTOM_UID_PREFIX = "1.2.826.0.1.3680043.10.1416."  # series UIDs of LungView phantoms
 
@@ -55,6 +55,7 @@ class PhantomNodule:
     malignant: bool
     margin: str
     volume_mm3: float = 0.0  # exact volume of the drawn body (spicules not counted; juxtapleural: its part in the lung)
+    shape_axes: np.ndarray | None = field(default=None, compare=False, repr=False)  # its shape (shapes.nodule_axes)
 
     @property
     def equivalent_diameter_mm(self) -> float:
@@ -70,6 +71,16 @@ class Phantom:
     lung_mask: np.ndarray  # bool, same shape as the volume
     seed: int
     config: PhantomConfig = field(default_factory=PhantomConfig)
+
+    def nodule_body(self, nodule: PhantomNodule, box) -> np.ndarray:
+        """Bool over `box` (index, row, col slices): the voxels whose centres lie in the nodule's
+        drawn body, as its volume_mm3 counts it (spicules not; a juxtapleural nodule's part in the
+        lung). Its voxels times the voxel volume approach volume_mm3 as the voxels get finer. The box
+        is clipped to the volume, as indexing the volume with it clips it."""
+        box = tuple(slice(*b.indices(n)[:2]) for b, n in zip(box, self.volume.shape))
+        body = nodule_body(box, nodule.center_irc, self.volume.spacing_irc, nodule.diameter_mm / 2,
+                           nodule.shape_axes, nodule.margin)
+        return body & self.lung_mask[box] if nodule.kind == "juxtapleural" else body
 
 
 class _Frame:
@@ -195,9 +206,10 @@ def _draw_placed(frame: _Frame, cfg: PhantomConfig, rng, vol) -> list[tuple]:
         c = ((np.asarray(xyz, dtype=np.float64) - origin) / spacing_xyz)[::-1]
         core = 30.0 if kind == "part-solid" else None
         visible = frame.inside_lung if kind == "juxtapleural" else None
+        axes = nodule_axes(rng)
         volume = draw_nodule(vol, frame.spacing_irc, c, diameter / 2, _NODULE_HU[kind], rng, "smooth",
-                             core_hu=core, visible=visible)
-        placed.append((c, float(diameter), kind, False, "smooth", volume))
+                             core_hu=core, visible=visible, axes=axes)
+        placed.append((c, float(diameter), kind, False, "smooth", volume, axes))
     return placed
 
 
@@ -221,10 +233,11 @@ def _draw_nodules(frame: _Frame, cfg: PhantomConfig, rng, vol) -> list[tuple]:
         hu = _NODULE_HU[kind] + rng.normal(scale=10.0)
         core = 30.0 if kind == "part-solid" else None
         visible = frame.inside_lung if kind == "juxtapleural" else None
+        axes = nodule_axes(rng)
         volume = draw_nodule(vol, frame.spacing_irc, c, diameter / 2, hu, rng, margin, core_hu=core,
-                             visible=visible)
+                             visible=visible, axes=axes)
         taken.append((c, diameter / 2))
-        placed.append((c, diameter, kind, malignant, margin, volume))
+        placed.append((c, diameter, kind, malignant, margin, volume, axes))
     return placed
 
 
@@ -279,8 +292,8 @@ def make_phantom(seed: int = 0, config: PhantomConfig | None = None, **overrides
                       study_uid=f"{PHANTOM_UID_PREFIX}{seed}.1",
                       slice_thickness_mm=thickness, files=0)
     nodules = []
-    for c, diameter, kind, malignant, margin, body in placed:
+    for c, diameter, kind, malignant, margin, body, axes in placed:
         xyz = volume.irc_to_xyz(c)
         nodules.append(PhantomNodule(tuple(float(x) for x in xyz), tuple(float(i) for i in c),
-                                     diameter, kind, malignant, margin, body))
+                                     diameter, kind, malignant, margin, body, axes))
     return Phantom(volume=volume, nodules=nodules, lung_mask=lung, seed=seed, config=cfg)

@@ -85,18 +85,37 @@ def _body_volume(radius_mm: float, axes, margin: str, center_irc, spacing_irc, v
     return float(inside.mean() * (2.0 * reach) ** 3)
 
 
+def nodule_axes(rng: np.random.Generator) -> np.ndarray:
+    """The random unit directions that shape a nodule: its elongation and its bumps."""
+    axes = rng.normal(size=(5, 3)).astype(np.float32)
+    return axes / np.linalg.norm(axes, axis=1, keepdims=True)
+
+
+def nodule_body(box, center_irc, spacing_irc, radius_mm: float, axes, margin: str) -> np.ndarray:
+    """Bool over `box` (index, row, col slices): the voxels whose centres lie in a nodule's body
+    as draw_nodule draws it (where its edge crosses half-way; spicules not counted)."""
+    sp = np.asarray(spacing_irc, dtype=np.float32)
+    c = np.asarray(center_irc, dtype=np.float32)
+    gi, gr, gc = np.meshgrid(*(np.arange(b.start, b.stop, dtype=np.float32) for b in box), indexing="ij", sparse=True)
+    pi, pr, pc = (gi - c[0]) * sp[0], (gr - c[1]) * sp[1], (gc - c[2]) * sp[2]
+    dist = np.sqrt(pi**2 + pr**2 + pc**2) + 1e-6
+    return radius_mm * _nodule_shape(pi / dist, pr / dist, pc / dist, axes, margin) - dist >= 0
+
+
 def draw_nodule(vol: np.ndarray, spacing_irc, center_irc, radius_mm: float, hu: float,
                 rng: np.random.Generator, margin: str = "smooth",
-                core_hu: float | None = None, core_fraction: float = 0.45, visible=None) -> float:
+                core_hu: float | None = None, core_fraction: float = 0.45, visible=None,
+                axes: np.ndarray | None = None) -> float:
     """A nodule: smooth (slightly ellipsoidal), lobulated (bumps) or spiculated (spikes).
     With core_hu, a solid core inside a ground-glass halo (part-solid). Returns the exact
     volume in mm3 of its body (where the drawn edge crosses half-way; spicules not counted);
     with `visible(points_irc) -> bool array`, of the part of the body where it is true (a
-    juxtapleural nodule's part inside the chest wall cannot be told from the wall)."""
+    juxtapleural nodule's part inside the chest wall cannot be told from the wall). `axes`:
+    its shape's directions (nodule_axes), drawn from `rng` if not given."""
     sp = np.asarray(spacing_irc, dtype=np.float32)
     c = np.asarray(center_irc, dtype=np.float32)
-    axes = rng.normal(size=(5, 3)).astype(np.float32)
-    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    if axes is None:
+        axes = nodule_axes(rng)
     volume = _body_volume(radius_mm, axes, margin, c, sp, visible)
     box = _box(c, radius_mm * 1.5 + 2 * sp.max(), sp, vol.shape)
     if box is None:
