@@ -4,10 +4,10 @@ body's volume is known exactly) at 0.7 x 0.7 x 1.25 and 0.7 x 0.7 x 2.5 mm voxel
 its true centre; and LIDC-IDRI-0001's nodule against LUNA16's diameter. Prints the error of
 the equivalent diameter per kind and overall, and by how much of each nodule's outline lies
 against tissue as dense as itself (a vessel drawn over it, the chest wall): there the image
-shows no edge, and the mask follows the outline a reader would complete. Seeds 0-63 are the ones the measurement was
-tuned on; 64-127 showed the failures later changes address; 128-191, 192-255 and 256-319
-(`--first 128 --seeds 64`, ...) were each looked at only after the changes of their time, and
-the last change was chosen over all five ranges at once.
+shows no edge, and the mask follows the outline a reader would complete. Seeds 0-63 are the
+ones the measurement was tuned on; 64-127 showed the failures later changes address; 128-191,
+192-255 and 256-319 (`--first 128 --seeds 64`, ...) were each looked at only after the changes
+of their time, and the later changes were chosen over all five ranges at once.
 
     .venv/bin/python scripts/bench_sizes.py [--first 0] [--seeds 32]
 """
