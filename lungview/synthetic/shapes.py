@@ -94,12 +94,19 @@ def nodule_axes(rng: np.random.Generator) -> np.ndarray:
 def nodule_body(box, center_irc, spacing_irc, radius_mm: float, axes, margin: str) -> np.ndarray:
     """Bool over `box` (index, row, col slices): the voxels whose centres lie in a nodule's body
     as draw_nodule draws it (where its edge crosses half-way; spicules not counted)."""
-    sp = np.asarray(spacing_irc, dtype=np.float32)
-    c = np.asarray(center_irc, dtype=np.float32)
-    gi, gr, gc = np.meshgrid(*(np.arange(b.start, b.stop, dtype=np.float32) for b in box), indexing="ij", sparse=True)
+    grids = np.meshgrid(*(np.arange(b.start, b.stop, dtype=np.float32) for b in box), indexing="ij", sparse=True)
+    radius, dist = _radius_and_distance(grids, np.asarray(center_irc, dtype=np.float32),
+                                        np.asarray(spacing_irc, dtype=np.float32), radius_mm, axes, margin)
+    return radius - dist >= 0
+
+
+def _radius_and_distance(grids, c, sp, radius_mm: float, axes, margin: str):
+    """At the voxels of `grids` (index, row, col), the nodule's radius in their direction from
+    its centre `c` and their distance from it (mm): inside its body where the first is larger."""
+    gi, gr, gc = grids
     pi, pr, pc = (gi - c[0]) * sp[0], (gr - c[1]) * sp[1], (gc - c[2]) * sp[2]
     dist = np.sqrt(pi**2 + pr**2 + pc**2) + 1e-6
-    return radius_mm * _nodule_shape(pi / dist, pr / dist, pc / dist, axes, margin) - dist >= 0
+    return radius_mm * _nodule_shape(pi / dist, pr / dist, pc / dist, axes, margin), dist
 
 
 def draw_nodule(vol: np.ndarray, spacing_irc, center_irc, radius_mm: float, hu: float,
@@ -120,10 +127,8 @@ def draw_nodule(vol: np.ndarray, spacing_irc, center_irc, radius_mm: float, hu: 
     box = _box(c, radius_mm * 1.5 + 2 * sp.max(), sp, vol.shape)
     if box is None:
         return volume
-    sl, (gi, gr, gc) = box
-    pi, pr, pc = (gi - c[0]) * sp[0], (gr - c[1]) * sp[1], (gc - c[2]) * sp[2]
-    dist = np.sqrt(pi**2 + pr**2 + pc**2) + 1e-6
-    radius = radius_mm * _nodule_shape(pi / dist, pr / dist, pc / dist, axes, margin)
+    sl, grids = box
+    radius, dist = _radius_and_distance(grids, c, sp, radius_mm, axes, margin)
     edge = float(sp.min())
     weight = np.clip((radius - dist) / edge + 0.5, 0.0, 1.0).astype(np.float32)
     _blend(vol, sl, weight, hu, brighter=True)
