@@ -46,6 +46,7 @@ GLASS_SHARE = 0.25  # a shell this much ground glass, its median far above the g
 CALCIFIED_EDGE_HU = 200.0  # an edge above this is calcium: denser than half-way to soft tissue, or its blur into lung
 BONE_HU = 400.0  # a soft-tissue nodule's mask stops at bone this dense (a rib the local closing lets in)
 SOFT_TISSUE_HU = 40.0
+AIR_HU = -400.0  # the chest wall, a nodule, a vessel are denser than this; the lung's air is below it
 WALL_TISSUE_MM = 3.0  # the pleura is fitted where tissue this thick meets air (not a vessel)
 PLEURA_RMS_MM = 1.2  # ... by a quadric that fits it this closely (else the local closing is used)
 MAX_BALL_MM = 25.0  # the local closing's ball: wider than the nodule (1.5 r0 + 3 mm), at most this ...
@@ -129,12 +130,12 @@ def _box(vol: CtVolume, c: np.ndarray, reach_mm: float, spacing):
 
 
 def _lung_side(vol: CtVolume, c, box, reach_mm: float, radius_mm: float, spacing) -> np.ndarray:
-    """Where the lung is, over `box` within `reach_mm` of `c`: air (< -400 HU) closed with a
+    """Where the lung is, over `box` within `reach_mm` of `c`: air (below AIR_HU) closed with a
     ball of `radius_mm`, so that nodules and vessels thinner than the ball lie inside it while
     the chest wall, mediastinum and diaphragm beyond the pleura stay out (the morphological
     opening of the tissue keeps only what a ball of that size fits in)."""
     outer, _ = _box(vol, c, reach_mm + radius_mm, spacing)
-    kept = open_mm(vol.hu[outer] >= -400, radius_mm, spacing)
+    kept = open_mm(vol.hu[outer] >= AIR_HU, radius_mm, spacing)
     out = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
     both = [slice(max(b.start, o.start), min(b.stop, o.stop)) for b, o in zip(box, outer)]
     out[tuple(slice(x.start - b.start, x.stop - b.start) for x, b in zip(both, box))] = \
@@ -161,7 +162,7 @@ def _closing_ball(vol: CtVolume, c, r0: float, width: float, wall: float, spacin
         return wall
     ring = _wall_ring(r0)
     outer, lo = _box(vol, c, ring[1] + MAX_BALL_MM, spacing)
-    tissue = vol.hu[outer] >= -400
+    tissue = vol.hu[outer] >= AIR_HU
     d2 = d2_from(tuple(int(x) for x in np.asarray(c) - lo), tissue.shape, spacing)
     beside = tissue & (d2 >= ring[0] ** 2) & (d2 <= ring[1] ** 2)
     if not beside.any():
@@ -178,7 +179,7 @@ def _pleural_side(vol: CtVolume, c, box, r0: float, spacing) -> np.ndarray | Non
     that (a corner, a fissure) or too little of it is seen."""
     ring = _wall_ring(r0)
     outer, lo = _box(vol, c, ring[1] + WALL_TISSUE_MM + 2.0, spacing)
-    tissue = vol.hu[outer] >= -400
+    tissue = vol.hu[outer] >= AIR_HU
     kept = open_mm(tissue, WALL_TISSUE_MM, spacing)  # no vessel thinner than this
     local = np.asarray(c) - lo
     near = ndimage.generate_binary_structure(3, 1)
