@@ -249,7 +249,8 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing, from_seed: np.nda
     a spicule) is something attached as thick as the nodule, a vessel: find the neck between the
     two (the deepest level at which they still connect, by bisection on the distance to the
     region's edge). The nodule is then the union of the balls of its points deeper than the neck
-    (each as wide as it is deep); when the attachment is that deep too, the region is opened
+    (each as wide as it is deep, moved towards the centre of the sphere the outline fits, where
+    one does, by as much as a slice misses it); when the attachment is that deep too, the region is opened
     with a ball just wider than the neck instead. With no neck at all, a round nodule against
     something as thick as itself is what `_round_part` finds. `from_seed`: squared mm from the seed."""
     far = region & (from_seed > (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
@@ -271,17 +272,55 @@ def _cut_at_neck(region: np.ndarray, seed, r0: float, spacing, from_seed: np.nda
     if lo > NECK_RATIO * r0:  # no real neck: one thick body, or a round nodule against something as thick
         return _round_part(region, seed, r0, spacing, from_seed)
     # The nodule: the balls of its deep points (deeper than the attachment is thick, connected to
-    # the seed without it), each as wide as it is deep, plus one voxel of surface detail.
+    # the seed without it), each as wide as it is deep, plus one voxel of surface detail. Where its
+    # outline fits a sphere, whose centre a slice may miss by up to half a slice, each ball is
+    # also moved that way along the slice axis, and widened as much (a point moved by d is at most
+    # d deeper), with half a pixel of surface detail: at 2.5 mm slices, without it, a 9 mm nodule
+    # centred 1 mm off the slice of its deepest voxels lost its cap slice (-5.4 %).
     deep = component(depth > max(lo, BALL_DEPTH * r0) + 0.5 * spacing.min(), anchor)
     if deep is None or (deep & far).any():  # the attachment is that deep too: open just above the neck
         body = component(open_mm(region, lo + 0.5 * spacing.min(), spacing), seed)
         return region if body is None else body
+    offset = _centre_offset(region, deep, anchor, r0, spacing, from_seed)
     cover = np.zeros_like(region)
     levels = np.linspace(float(depth[deep].min()), float(depth[deep].max()), 6)
     for t in levels[:-1]:
-        cover |= dilate_mm(deep & (depth >= t), t + spacing.min(), spacing)
+        if offset is None:
+            cover |= dilate_mm(deep & (depth >= t), t + spacing.min(), spacing)
+        else:
+            cover |= _balls(deep & (depth >= t), t + 0.5 * spacing.min(), spacing, offset)
     body = component(region & cover, seed)
     return region if body is None else body
+
+
+def _centre_offset(region: np.ndarray, deep: np.ndarray, anchor, r0: float, spacing,
+                   from_seed: np.ndarray) -> float | None:
+    """How far (mm, at most half a slice) along the slice axis the centre of the sphere that the
+    region's outline near the nodule fits lies from the nearest slice of its `deep` voxels; None
+    where no sphere fits it."""
+    fit = _sphere_near(region, anchor, r0, spacing, from_seed)
+    if fit is None or not fit[2]:
+        return None
+    slices = np.flatnonzero(deep.any(axis=(1, 2))) * spacing[0]
+    offset = fit[0][0] - slices[np.argmin(np.abs(slices - fit[0][0]))]
+    return float(np.clip(offset, -0.5 * spacing[0], 0.5 * spacing[0]))
+
+
+def _balls(points: np.ndarray, radius_mm: float, spacing, shift_mm: float) -> np.ndarray:
+    """The union of the balls of `radius_mm` about `points` and of those `shift_mm` along the
+    slice axis from them, `|shift_mm|` wider."""
+    out = np.zeros_like(points)
+    if not points.any():
+        return out
+    n = points.shape[0]
+    flat = ndimage.distance_transform_edt(~points, sampling=(1e6, spacing[1], spacing[2]))  # within each slice
+    reach = int(np.ceil((radius_mm + 2.0 * abs(shift_mm)) / spacing[0]))
+    for k in range(-reach, reach + 1):  # the slice k slices away
+        for d in (0.0, shift_mm):
+            dz, r = abs(k * spacing[0] - d), radius_mm + abs(d)
+            if dz <= r:
+                out[max(k, 0):n + min(k, 0)] |= flat[max(-k, 0):n - max(k, 0)] <= np.sqrt(r * r - dz * dz)
+    return out
 
 
 def _round_part(region: np.ndarray, seed, r0: float, spacing, from_seed: np.ndarray) -> np.ndarray:
@@ -291,14 +330,21 @@ def _round_part(region: np.ndarray, seed, r0: float, spacing, from_seed: np.ndar
     deepest point may lie towards the trunk), the trunk's outline falling away as it goes; the
     region whole where less than ROUND_SHARE of that outline is on one sphere (an elongated
     nodule, a lobulated mass). `from_seed`: squared mm from the seed."""
-    step = _outline_steps(region, ~region, spacing)
-    near = np.isfinite(step) & (from_seed <= (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
-    start = (np.asarray(seed) * spacing, r0 + 0.5 * float(spacing.min()))
-    fit = _fit_sphere(np.argwhere(near) * spacing, step[near], spacing, start)
-    if fit is None or not fit[2] or not 0.8 * r0 <= fit[1] <= 2.0 * r0 or np.linalg.norm(start[0] - fit[0]) > fit[1]:
+    fit = _sphere_near(region, seed, r0, spacing, from_seed)
+    start = np.asarray(seed) * spacing
+    if fit is None or not fit[2] or not 0.8 * r0 <= fit[1] <= 2.0 * r0 or np.linalg.norm(start - fit[0]) > fit[1]:
         return region
     body = component(region & (_d2_from_mm(fit[0], region.shape, spacing) <= fit[1] ** 2), seed)
     return region if body is None else body
+
+
+def _sphere_near(region: np.ndarray, voxel, r0: float, spacing, from_seed: np.ndarray):
+    """`_fit_sphere` on the region's outline near the nodule (within COMPACT_EXTENT inscribed radii
+    of the seed, `from_seed` in squared mm), from a ball of the inscribed radius at `voxel` on."""
+    step = _outline_steps(region, ~region, spacing)
+    near = np.isfinite(step) & (from_seed <= (COMPACT_EXTENT * r0 + spacing.max()) ** 2)
+    start = (np.asarray(voxel) * spacing, r0 + 0.5 * float(spacing.min()))
+    return _fit_sphere(np.argwhere(near) * spacing, step[near], spacing, start)
 
 
 def _inside_star(region: np.ndarray, seed, spacing, bins: tuple[int, int] = (24, 48)) -> np.ndarray:
