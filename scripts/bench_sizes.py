@@ -9,12 +9,17 @@ ones the measurement was tuned on; 64-127 showed the failures later changes addr
 192-255 and 256-319 (`--first 128 --seeds 64`, ...) were each looked at only after the changes
 of their time, and the later changes were chosen over all five ranges at once.
 
-    .venv/bin/python scripts/bench_sizes.py [--first 0] [--seeds 32]
+    .venv/bin/python scripts/bench_sizes.py [--first 0] [--seeds 32] [--csv FILE]
+
+--csv writes every nodule's row (seed, slice spacing, index in the phantom, kind, margin, true and
+measured diameter, error, hidden share of its outline), so that two runs can be compared nodule by
+nodule.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -47,18 +52,28 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--first", type=int, default=0, help="first seed")
     ap.add_argument("--seeds", type=int, default=32, help="number of seeds")
+    ap.add_argument("--csv", type=Path, help="write every nodule's row here")
     args = ap.parse_args()
     seeds = range(args.first, args.first + args.seeds)
-    rows = []
+    rows, table = [], []
     for slice_mm in (1.25, 2.5):
         for seed in seeds:
             ph = make_phantom(seed, size=512, slices=int(200 / slice_mm), pixel_mm=0.7, slice_mm=slice_mm, nodules=6)
             lung = lung_mask(ph.volume)  # as the pipeline measures
-            for n in ph.nodules:
+            for index, n in enumerate(ph.nodules):
                 if n.equivalent_diameter_mm >= 6.0:
                     got = measure(ph.volume, n.center_irc, lung=lung).diameter_mm
                     rows.append((slice_mm, seed, n.kind, n.margin, n.equivalent_diameter_mm, hidden_share(ph, n),
                                  got / n.equivalent_diameter_mm - 1))
+                    table.append((seed, slice_mm, index, n.kind, n.margin, f"{n.equivalent_diameter_mm:.3f}",
+                                  f"{got:.3f}", f"{100 * (got / n.equivalent_diameter_mm - 1):+.2f}",
+                                  f"{100 * rows[-1][5]:.0f}"))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["seed", "slice_mm", "index", "kind", "margin", "truth_mm", "measured_mm", "error_percent",
+                          "outline_hidden_percent"])
+            out.writerows(table)
     err = np.array([r[-1] for r in rows])
     print(f"{len(rows)} phantom nodules >= 6 mm (seeds {seeds.start}..{seeds.stop - 1}, 6 nodules each, "
           "two slice spacings)")

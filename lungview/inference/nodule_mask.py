@@ -60,9 +60,10 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
     next to it that the opening emptied (the cap of a small nodule: its surface lies half a slice
     beyond the body's voxels, within reach, their centres a whole slice away). The ball is half
     the inscribed radius r0, smaller when that would eat into the nodule itself (its inner 0.8
-    r0). A solid nodule smaller than STUB_MAX_R0_MM then loses what the give-back took from a
-    structure that goes on beyond it (a vessel's stub, the collar of an airway wall it touches:
-    `_attached`), a larger one only what it took from a vessel TRUNK_MM or more across, after
+    r0). A nodule smaller than STUB_MAX_R0_MM then loses what the give-back took from a
+    structure that goes on beyond it (a vessel's stub, the collar of an airway wall it touches;
+    from ground glass, the partial-volume skin, in the glass's band, of the vessels and spicules it
+    touches: `_attached`), a larger one only what it took from a vessel TRUNK_MM or more across, after
     any neck is cut, and where its outline is round, what lies beyond that sphere next to what
     was taken off (`_collar`). With `upper`, denser tissue inside the ground glass (a solid core,
     a vessel running through) is added back first, and so is what denser tissue hides of its
@@ -103,9 +104,9 @@ def grow(hu: np.ndarray, allowed: np.ndarray, seed, level: float, spacing, r0: f
         back = body if back is None else back
         # the nodule itself kept whole (on a small core 2 % is less than a voxel: the voxel grid's own loss)
         if (core & ~back).sum() <= max(CORE_LOSS[0] * core.sum(), CORE_LOSS[1]):
-            if upper is None and np.ptp(np.flatnonzero(body.any(axis=(1, 2)))) >= 2:
-                # (ground glass keeps its band's give-back: its vessels are denser; a body in one or two
-                # slices keeps it too: the give-back is then all that holds its partial-volume caps)
+            if np.ptp(np.flatnonzero(body.any(axis=(1, 2)))) >= 2:
+                # (a body in one or two slices keeps its give-back: it is then all that holds its
+                # partial-volume caps)
                 trunk = 0.0 if r0 < STUB_MAX_R0_MM else TRUNK_MM / 2.0
                 attached = _attached(region, body, near, give_mm, spacing, allowed, trunk) & ~core
             region = back
