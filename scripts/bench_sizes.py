@@ -55,7 +55,7 @@ def main() -> int:
     ap.add_argument("--csv", type=Path, help="write every nodule's row here")
     args = ap.parse_args()
     seeds = range(args.first, args.first + args.seeds)
-    rows, table = [], []
+    rows = []
     for slice_mm in (1.25, 2.5):
         for seed in seeds:
             ph = make_phantom(seed, size=512, slices=int(200 / slice_mm), pixel_mm=0.7, slice_mm=slice_mm, nodules=6)
@@ -64,17 +64,15 @@ def main() -> int:
                 if n.equivalent_diameter_mm >= 6.0:
                     got = measure(ph.volume, n.center_irc, lung=lung).diameter_mm
                     rows.append((slice_mm, seed, n.kind, n.margin, n.equivalent_diameter_mm, hidden_share(ph, n),
-                                 got / n.equivalent_diameter_mm - 1))
-                    table.append((seed, slice_mm, index, n.kind, n.margin, f"{n.equivalent_diameter_mm:.3f}",
-                                  f"{got:.3f}", f"{100 * (got / n.equivalent_diameter_mm - 1):+.2f}",
-                                  f"{100 * rows[-1][5]:.0f}"))
+                                 got / n.equivalent_diameter_mm - 1, index, got))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             out = csv.writer(f)
             out.writerow(["seed", "slice_mm", "index", "kind", "margin", "truth_mm", "measured_mm", "error_percent",
                           "outline_hidden_percent"])
-            out.writerows(table)
-    err = np.array([r[-1] for r in rows])
+            out.writerows((seed, sl, index, kind, margin, f"{truth:.3f}", f"{got:.3f}", f"{100 * e:+.2f}",
+                           f"{100 * share:.0f}") for sl, seed, kind, margin, truth, share, e, index, got in rows)
+    err = np.array([r[6] for r in rows])
     print(f"{len(rows)} phantom nodules >= 6 mm (seeds {seeds.start}..{seeds.stop - 1}, 6 nodules each, "
           "two slice spacings)")
     within = np.abs(err) <= 0.05
@@ -82,11 +80,11 @@ def main() -> int:
           f"{int(within.sum())} ({100 * within.mean():.1f} %) within 5 %, "
           f"worst {100 * err[np.argmax(np.abs(err))]:+.1f} %")
     for sl in (1.25, 2.5):
-        e = np.array([r[-1] for r in rows if r[0] == sl])
+        e = np.array([r[6] for r in rows if r[0] == sl])
         print(f"  at {sl} mm slices: n={len(e)}, median |e| {100 * np.median(np.abs(e)):.1f} %, "
               f"{int((np.abs(e) <= 0.05).sum())} within 5 %")
     for key in sorted({r[2] for r in rows}):
-        e = np.array([r[-1] for r in rows if r[2] == key])
+        e = np.array([r[6] for r in rows if r[2] == key])
         print(f"  {key:13} n={len(e):2d}  median |e| {100 * np.median(np.abs(e)):4.1f} %  worst {100 * e[np.argmax(np.abs(e))]:+5.1f} %")
     hidden = np.array([r[5] for r in rows])
     print("  by the share of the outline against tissue as dense as the nodule (no edge seen there):")
@@ -96,7 +94,7 @@ def main() -> int:
             if pick.any():
                 print(f"    {100 * lo:3.0f}-{min(100, 100 * hi):3.0f} % {'juxtapleural' if juxta else 'in the lung':12} "
                       f"n={int(pick.sum()):4d}  within 5 %: {int((np.abs(err[pick]) <= 0.05).sum()):4d}")
-    for sl, seed, kind, margin, truth, share, e in rows:
+    for sl, seed, kind, margin, truth, share, e, _, _ in rows:
         if abs(e) > 0.05:
             print(f"  over 5 %: {kind} {margin} {truth:.1f} mm at {sl} mm slices (seed {seed}): {100 * e:+.1f} % "
                   f"(outline {100 * share:.0f} % hidden)")

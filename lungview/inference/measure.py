@@ -143,10 +143,16 @@ def _lung_side(vol: CtVolume, c, box, reach_mm: float, radius_mm: float, spacing
     return out
 
 
-def _wall_ring(r0: float) -> tuple[float, float]:
-    """(inner, outer) radius in mm of the shell around a nodule of inscribed radius r0 where the
-    chest wall beside it is looked at: beyond the nodule's reach (COMPACT_EXTENT r0)."""
-    return COMPACT_EXTENT * r0 + 2.0, COMPACT_EXTENT * r0 + 10.0
+def _wall_around(vol: CtVolume, c, r0: float, margin_mm: float, spacing):
+    """(tissue, ring, lo) around a nodule of inscribed radius r0 at `c`: tissue (denser than AIR_HU)
+    over the box within the ring's outer radius plus `margin_mm` of `c`, whose first voxel is `lo`,
+    and the ring, the shell where the chest wall beside the nodule is looked at: beyond the
+    nodule's reach (COMPACT_EXTENT r0), from 2 to 10 mm further."""
+    inner, outer = COMPACT_EXTENT * r0 + 2.0, COMPACT_EXTENT * r0 + 10.0
+    box, lo = _box(vol, c, outer + margin_mm, spacing)
+    tissue = vol.hu[box] >= AIR_HU
+    d2 = d2_from(tuple(int(x) for x in np.asarray(c) - lo), tissue.shape, spacing)
+    return tissue, (d2 >= inner**2) & (d2 <= outer**2), lo
 
 
 def _closing_ball(vol: CtVolume, c, r0: float, width: float, wall: float, spacing) -> float:
@@ -160,11 +166,8 @@ def _closing_ball(vol: CtVolume, c, r0: float, width: float, wall: float, spacin
     relief along them (a voxel staircase) into the lung's side than it gives back of the base."""
     if width * width / (2.0 * wall) <= RISE_MM:
         return wall
-    ring = _wall_ring(r0)
-    outer, lo = _box(vol, c, ring[1] + MAX_BALL_MM, spacing)
-    tissue = vol.hu[outer] >= AIR_HU
-    d2 = d2_from(tuple(int(x) for x in np.asarray(c) - lo), tissue.shape, spacing)
-    beside = tissue & (d2 >= ring[0] ** 2) & (d2 <= ring[1] ** 2)
+    tissue, ring, _ = _wall_around(vol, c, r0, MAX_BALL_MM, spacing)
+    beside = tissue & ring
     if not beside.any():
         return wall
     depth = ndimage.distance_transform_edt(tissue, sampling=spacing)
@@ -177,14 +180,9 @@ def _pleural_side(vol: CtVolume, c, box, r0: float, spacing) -> np.ndarray | Non
     of COMPACT_EXTENT r0) fitted with a quadric and carried on under the nodule, as a reader
     draws the pleural line through its base. None where the surface is not smooth enough for
     that (a corner, a fissure) or too little of it is seen."""
-    ring = _wall_ring(r0)
-    outer, lo = _box(vol, c, ring[1] + WALL_TISSUE_MM + 2.0, spacing)
-    tissue = vol.hu[outer] >= AIR_HU
+    tissue, in_ring, lo = _wall_around(vol, c, r0, WALL_TISSUE_MM + 2.0, spacing)
     kept = open_mm(tissue, WALL_TISSUE_MM, spacing)  # no vessel thinner than this
-    local = np.asarray(c) - lo
     near = ndimage.generate_binary_structure(3, 1)
-    d2 = d2_from(tuple(int(x) for x in local), tissue.shape, spacing)
-    in_ring = (d2 >= ring[0] ** 2) & (d2 <= ring[1] ** 2)
     wall_side = np.argwhere(kept & ndimage.binary_dilation(~tissue, near) & in_ring) * spacing
     air_side = np.argwhere(~tissue & ndimage.binary_dilation(kept, near) & in_ring) * spacing
     if min(len(wall_side), len(air_side)) < 25:

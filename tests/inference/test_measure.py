@@ -116,12 +116,14 @@ def test_phantom_nodules_measured_within_their_exact_size(phantom_errors):
     assert np.abs(errors).max() <= 0.05, np.round(errors, 3)
 
 
-def ball_beside(spacing, radius, hu_ball, hu_other, other, size_mm=40.0, lung=-850.0):
-    """A ball of `radius` mm at the centre and a second structure `other(x, y, z)` (mm from the
-    centre) where the ball is not, in lung: each voxel the exact mix of the three densities."""
+def ball_beside(spacing, radius, hu_ball, hu_other, other, size_mm=40.0, lung=-850.0, above_mm=0.0):
+    """A ball of `radius` mm at the centre (or `above_mm` above it along z) and a second structure
+    `other(x, y, z)` (mm from the ball's centre) where the ball is not, in lung: each voxel the
+    exact mix of the three densities. Returns the volume and the array's centre voxel."""
     shape = tuple(int(size_mm / s) | 1 for s in spacing[::-1])
-    ball = covered(shape, spacing, lambda x, y, z: x**2 + y**2 + z**2 <= radius**2)
-    rest = covered(shape, spacing, lambda x, y, z: other(x, y, z) & (x**2 + y**2 + z**2 > radius**2))
+    ball = covered(shape, spacing, lambda x, y, z: x**2 + y**2 + (z - above_mm) ** 2 <= radius**2)
+    rest = covered(shape, spacing, lambda x, y, z: other(x, y, z - above_mm)
+                   & (x**2 + y**2 + (z - above_mm) ** 2 > radius**2))
     hu = np.rint(lung + (hu_ball - lung) * ball + (hu_other - lung) * rest).astype(np.int16)
     return CtVolume(hu=hu, spacing_xyz=spacing, origin_xyz=(0, 0, 0)), np.array([(n - 1) / 2 for n in shape])
 
@@ -189,14 +191,9 @@ def test_nodule_centred_off_its_slice_keeps_its_cap_past_a_vessel_neck(radius):
     sphere its outline fits places the centre off the slice, and the balls are moved and widened
     that far: before, the slice over the centre lost its rim and the cap slice beyond it (-12.4,
     -6.2 and -7.4 %)."""
-    spacing, dz, vessel = (0.7, 0.7, 2.5), 1.0, 2.75
-    shape = tuple(int(40.0 / s) | 1 for s in spacing[::-1])
-    ball = covered(shape, spacing, lambda x, y, z: x**2 + y**2 + (z - dz) ** 2 <= radius**2)
-    rest = covered(shape, spacing, lambda x, y, z: (y**2 + (z - dz) ** 2 <= vessel**2) & (x > 0)
-                   & (x**2 + y**2 + (z - dz) ** 2 > radius**2))
-    hu = np.rint(-850.0 + 885.0 * (ball + rest)).astype(np.int16)
-    vol = CtVolume(hu=hu, spacing_xyz=spacing, origin_xyz=(0, 0, 0))
-    s = measure(vol, np.array([(n - 1) / 2 for n in shape]))
+    vol, c = ball_beside((0.7, 0.7, 2.5), radius, 35.0, 35.0, lambda x, y, z: (y**2 + z**2 <= 2.75**2) & (x > 0),
+                         above_mm=1.0)
+    s = measure(vol, c)
     assert s.diameter_mm == pytest.approx(2 * radius, rel=0.05)
 
 
@@ -342,8 +339,6 @@ def test_ground_glass_keeps_no_base_of_its_spicules(radius):
     thick) reaching 4 mm beyond it, at 2.5 mm slices: the opening takes them off, and what its
     give-back would take of them goes on beyond its reach, as a solid nodule's vessel stubs do
     (+8.1 and +5.3 % when ground glass kept its give-back whole)."""
-    spacing = (0.7, 0.7, 2.5)
-    shape = tuple(int(40.0 / s) | 1 for s in spacing[::-1])
     dirs = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0.6, 0.6, 0.53], [-0.6, 0.5, -0.62]])
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
 
@@ -352,13 +347,9 @@ def test_ground_glass_keeps_no_base_of_its_spicules(radius):
         for d in dirs:
             along = x * d[0] + y * d[1] + z * d[2]
             out |= (along > 0) & (along < radius + 4.0) & (x**2 + y**2 + z**2 - along**2 <= 0.9**2)
-        return out & (x**2 + y**2 + z**2 > radius**2)
+        return out
 
-    glass = covered(shape, spacing, lambda x, y, z: x**2 + y**2 + z**2 <= radius**2)
-    tissue = covered(shape, spacing, spicules)
-    hu = np.rint(-850.0 + 250.0 * glass + 850.0 * tissue).astype(np.int16)
-    vol = CtVolume(hu=hu, spacing_xyz=spacing, origin_xyz=(0, 0, 0))
-    s = measure(vol, np.array([(n - 1) / 2 for n in shape]))
+    s = measure(*ball_beside((0.7, 0.7, 2.5), radius, -600.0, 0.0, spicules))
     assert s.diameter_mm == pytest.approx(2 * radius, rel=0.05)
 
 
