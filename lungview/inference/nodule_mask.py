@@ -38,13 +38,32 @@ def dilate_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
     """Dilation by a ball of `radius_mm`, exact in mm for any voxel spacing."""
     if not mask.any():
         return mask.copy()
-    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+    # only within the radius of the mask's box: there lie all the voxels it reaches, and all those
+    # the distances are taken to
+    box = _box_of(mask, np.ceil(radius_mm / np.asarray(spacing, dtype=np.float64)).astype(int))
+    out = np.zeros_like(mask)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing) <= radius_mm
+    return out
 
 
 def erode_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
-    if mask.all():
+    if mask.all() or not mask.any():
         return mask.copy()
-    return ndimage.distance_transform_edt(mask, sampling=spacing) > radius_mm
+    # only over the mask's box and a voxel around it: a voxel outside that is at least as far from
+    # the mask's voxels as the voxel of that layer it is moved to, axis by axis
+    box = _box_of(mask, np.ones(mask.ndim, dtype=int))
+    out = np.zeros_like(mask)
+    out[box] = ndimage.distance_transform_edt(mask[box], sampling=spacing) > radius_mm
+    return out
+
+
+def _box_of(mask: np.ndarray, pad) -> tuple[slice, ...]:
+    """The box of `mask`'s voxels, `pad` voxels wider along each axis, within the array."""
+    box = []
+    for axis, n in enumerate(mask.shape):
+        on = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(0, int(on[0]) - int(pad[axis])), min(n, int(on[-1]) + 1 + int(pad[axis]))))
+    return tuple(box)
 
 
 def open_mm(mask, radius_mm: float, spacing) -> np.ndarray:
