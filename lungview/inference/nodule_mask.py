@@ -49,8 +49,9 @@ def dilate_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
 def erode_mm(mask: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
     if mask.all() or not mask.any():
         return mask.copy()
-    # only over the mask's box and a voxel around it: a voxel outside that is at least as far from
-    # the mask's voxels as the voxel of that layer it is moved to, axis by axis
+    # only over the mask's box and a layer of one voxel around it (within the array), all outside
+    # the mask: a voxel beyond the layer is farther from every voxel of the mask than the layer's
+    # voxel it clamps to, so the nearest voxel outside the mask always lies within
     box = _box_of(mask, np.ones(mask.ndim, dtype=int))
     out = np.zeros_like(mask)
     out[box] = ndimage.distance_transform_edt(mask[box], sampling=spacing) > radius_mm
