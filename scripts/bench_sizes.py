@@ -22,6 +22,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -31,6 +32,22 @@ from lungview.inference.measure import measure
 from lungview.synthetic import make_phantom
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+class Row(NamedTuple):
+    """One phantom nodule as measured."""
+    slice_mm: float
+    seed: int
+    index: int  # in the phantom's list of nodules
+    kind: str
+    margin: str
+    truth: float  # mm, the drawn body's equivalent diameter
+    got: float  # mm, measured
+    hidden: float  # share of the outline against tissue as dense as the nodule
+
+    @property
+    def error(self) -> float:
+        return self.got / self.truth - 1
 
 
 def hidden_share(ph, n) -> float:
@@ -63,16 +80,16 @@ def main() -> int:
             for index, n in enumerate(ph.nodules):
                 if n.equivalent_diameter_mm >= 6.0:
                     got = measure(ph.volume, n.center_irc, lung=lung).diameter_mm
-                    rows.append((slice_mm, seed, n.kind, n.margin, n.equivalent_diameter_mm, hidden_share(ph, n),
-                                 got / n.equivalent_diameter_mm - 1, index, got))
+                    rows.append(Row(slice_mm, seed, index, n.kind, n.margin, n.equivalent_diameter_mm, got,
+                                    hidden_share(ph, n)))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             out = csv.writer(f)
             out.writerow(["seed", "slice_mm", "index", "kind", "margin", "truth_mm", "measured_mm", "error_percent",
                           "outline_hidden_percent"])
-            out.writerows((seed, sl, index, kind, margin, f"{truth:.3f}", f"{got:.3f}", f"{100 * e:+.2f}",
-                           f"{100 * share:.0f}") for sl, seed, kind, margin, truth, share, e, index, got in rows)
-    err = np.array([r[6] for r in rows])
+            out.writerows((r.seed, r.slice_mm, r.index, r.kind, r.margin, f"{r.truth:.3f}", f"{r.got:.3f}",
+                           f"{100 * r.error:+.2f}", f"{100 * r.hidden:.0f}") for r in rows)
+    err = np.array([r.error for r in rows])
     print(f"{len(rows)} phantom nodules >= 6 mm (seeds {seeds.start}..{seeds.stop - 1}, 6 nodules each, "
           "two slice spacings)")
     within = np.abs(err) <= 0.05
@@ -80,24 +97,24 @@ def main() -> int:
           f"{int(within.sum())} ({100 * within.mean():.1f} %) within 5 %, "
           f"worst {100 * err[np.argmax(np.abs(err))]:+.1f} %")
     for sl in (1.25, 2.5):
-        e = np.array([r[6] for r in rows if r[0] == sl])
+        e = np.array([r.error for r in rows if r.slice_mm == sl])
         print(f"  at {sl} mm slices: n={len(e)}, median |e| {100 * np.median(np.abs(e)):.1f} %, "
               f"{int((np.abs(e) <= 0.05).sum())} within 5 %")
-    for key in sorted({r[2] for r in rows}):
-        e = np.array([r[6] for r in rows if r[2] == key])
+    for key in sorted({r.kind for r in rows}):
+        e = np.array([r.error for r in rows if r.kind == key])
         print(f"  {key:13} n={len(e):2d}  median |e| {100 * np.median(np.abs(e)):4.1f} %  worst {100 * e[np.argmax(np.abs(e))]:+5.1f} %")
-    hidden = np.array([r[5] for r in rows])
+    hidden = np.array([r.hidden for r in rows])
     print("  by the share of the outline against tissue as dense as the nodule (no edge seen there):")
     for lo, hi in ((0.0, 0.05), (0.05, 0.15), (0.15, 1.01)):
         for juxta in (False, True):
-            pick = (hidden >= lo) & (hidden < hi) & (np.array([r[2] == "juxtapleural" for r in rows]) == juxta)
+            pick = (hidden >= lo) & (hidden < hi) & (np.array([r.kind == "juxtapleural" for r in rows]) == juxta)
             if pick.any():
                 print(f"    {100 * lo:3.0f}-{min(100, 100 * hi):3.0f} % {'juxtapleural' if juxta else 'in the lung':12} "
                       f"n={int(pick.sum()):4d}  within 5 %: {int((np.abs(err[pick]) <= 0.05).sum()):4d}")
-    for sl, seed, kind, margin, truth, share, e, _, _ in rows:
-        if abs(e) > 0.05:
-            print(f"  over 5 %: {kind} {margin} {truth:.1f} mm at {sl} mm slices (seed {seed}): {100 * e:+.1f} % "
-                  f"(outline {100 * share:.0f} % hidden)")
+    for r in rows:
+        if abs(r.error) > 0.05:
+            print(f"  over 5 %: {r.kind} {r.margin} {r.truth:.1f} mm at {r.slice_mm} mm slices (seed {r.seed}): "
+                  f"{100 * r.error:+.1f} % (outline {100 * r.hidden:.0f} % hidden)")
     scan = SHARED / "data/lidc-idri-0001"
     if scan.exists():
         from lungview.io import open_volume
